@@ -1,0 +1,1 @@
+"""pytest plugin entry point (registered as ``resurgence_gate``); the gate's options arrive with the gate."""

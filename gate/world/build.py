@@ -1,0 +1,162 @@
+"""``gate world build``: rebuilds the small world's models from a seed and writes its model card.
+
+Stages (each with a progress bar): render the training images, train the VAE, train the
+concept CLIP, train the UNet and text encoder, save everything as safetensors in the real
+formats, measure quality afresh, and write ``MODEL_CARD.md`` and ``build.json`` with the
+settings, the data seed, the measured figures and the sha256 of every file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from gate.world import models as M
+from gate.world.clip import CLIP_WEIGHTS, write_config
+from gate.world.train import BuildConfig
+
+SD_SUBDIR = "sd"
+CLIP_SUBDIR = "clip"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in ("MODEL_CARD.md", "build.json")
+    }
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "diffusers", "transformers", "open_clip_torch", "safetensors", "numpy", "peft"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def save_pipeline(folder: Path, vae, text_encoder, tokenizer, unet) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**M.scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def save_clip(folder: Path, model) -> None:
+    from safetensors.torch import save_file
+
+    write_config(folder)
+    # fp16 on disk halves the size (the 49,408-token embedding dominates); open_clip casts on load
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / CLIP_WEIGHTS), metadata={"format": "pt"})
+
+
+def build(out: Path, cfg: BuildConfig, *, console=None, evaluate: bool = True, eval_kwargs: dict | None = None) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from gate.world import train as T
+    from gate.world.vocab import make_tokenizer
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    timings: dict[str, float] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[logs]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    ) as progress:  # fmt: skip
+
+        def bar(name: str, total: int):
+            task = progress.add_task(name, total=total, logs="")
+
+            def tick(step: int, logs: dict[str, float]) -> None:
+                text = " ".join(f"{k} {v:.4f}" for k, v in logs.items()) if step % 10 == 0 else None
+                progress.update(task, completed=step + 1, **({"logs": text} if text else {}))
+
+            return tick
+
+        t0 = time.perf_counter()
+        render = bar("render images", cfg.n_images)
+        samples = []
+        for i in range(cfg.n_images):
+            samples.append(T.data.sample(cfg.seed, i))
+            if i % 500 == 0 or i == cfg.n_images - 1:
+                render(i, {})
+        images = np.stack([s.image for s in samples])
+        timings["render"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        vae = T.train_vae(images, cfg, bar)
+        timings["vae"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        clip_model = T.train_clip(samples, images, cfg, bar)
+        timings["clip"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        latents = T.encode_latents(vae, images)
+        tokenizer = make_tokenizer(M.TEXT_MAX_LENGTH)
+        unet, text_encoder = T.train_sd(samples, latents, tokenizer, cfg, bar)
+        timings["sd"] = time.perf_counter() - t0
+
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_pipeline(tmp / SD_SUBDIR, vae, text_encoder, tokenizer, unet)
+    save_clip(tmp / CLIP_SUBDIR, clip_model)
+    record: dict[str, Any] = {
+        "config": dataclasses.asdict(cfg),
+        "data_seed": cfg.seed,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "libraries": library_versions(),
+        "parameters": {
+            "unet": sum(p.numel() for p in unet.parameters()),
+            "text_encoder": sum(p.numel() for p in text_encoder.parameters()),
+            "vae": sum(p.numel() for p in vae.parameters()),
+            "clip": sum(p.numel() for p in clip_model.parameters()),
+        },
+    }
+    if evaluate:
+        from gate.world.quality import measure
+
+        t0 = time.perf_counter()
+        record["quality"] = measure(tmp, **(eval_kwargs or {}))
+        timings["eval"] = time.perf_counter() - t0
+        record["timings_s"]["eval"] = round(timings["eval"], 1)
+    record["files"] = file_hashes(tmp)
+    (tmp / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+    from gate.world.card import write_card
+
+    write_card(tmp, record)
+    # replace the old world only once the new one is complete
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return record
