@@ -78,10 +78,19 @@ def save_clip(folder: Path, model) -> None:
     save_file(state, str(folder / CLIP_WEIGHTS), metadata={"format": "pt"})
 
 
-def build(out: Path, cfg: BuildConfig, *, console=None, evaluate: bool = True, eval_kwargs: dict | None = None) -> dict[str, Any]:
+def build(
+    out: Path, cfg: BuildConfig, *, console=None, evaluate: bool = True, eval_kwargs: dict | None = None
+) -> dict[str, Any]:
     import numpy as np
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from gate.world import train as T
     from gate.world.vocab import make_tokenizer

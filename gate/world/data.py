@@ -310,7 +310,7 @@ def render(objects: Sequence[WorldObject], rng: np.random.Generator) -> tuple[np
         prem = (rgb * alpha[..., None]).reshape(SIZE, SCALE, SIZE, SCALE, 3).mean(axis=(1, 3))
         canvas = canvas * (1 - a_small[..., None]) + prem
         masks.append(a_small > 0.5)
-        boxes.append((int(cx - r), int(cy - r), int(math.ceil(cx + r)), int(math.ceil(cy + r))))
+        boxes.append((int(cx - r), int(cy - r), math.ceil(cx + r), math.ceil(cy + r)))
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return image, np.stack(masks), tuple(boxes)
 
@@ -357,7 +357,9 @@ def sample(
     raise RuntimeError(f"could not draw a sample without {sorted(excluded)}")
 
 
-def dataset(seed: int, n: int, *, start: int = 0, exclude: Iterable[str] = (), split: str = "train") -> Iterator[Sample]:
+def dataset(
+    seed: int, n: int, *, start: int = 0, exclude: Iterable[str] = (), split: str = "train"
+) -> Iterator[Sample]:
     for i in range(start, start + n):
         yield sample(seed, i, exclude=exclude, split=split)
 

@@ -119,10 +119,14 @@ def train_vae(images: np.ndarray, cfg: BuildConfig, progress: Progress = _quiet_
     vae.eval()
     # SD's convention: latents are multiplied by scaling_factor so that they have unit variance
     with torch.no_grad():
-        lat = torch.cat([vae.encode(images_to_tensor(images[i : i + 256])).latent_dist.mean for i in range(0, min(2048, len(images)), 256)])
+        lat = torch.cat(
+            [
+                vae.encode(images_to_tensor(images[i : i + 256])).latent_dist.mean
+                for i in range(0, min(2048, len(images)), 256)
+            ]
+        )
     vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
     return vae
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,9 +154,8 @@ def clip_caption(sample: data.Sample, rng: np.random.Generator) -> str:
 
 def clip_normalize(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images -> open_clip's normalisation (the one its preprocess transform applies)."""
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
     import torch
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
@@ -171,7 +174,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x + torch.randn(x.shape, generator=gen) * 0.04 * torch.rand(n, 1, 1, 1, generator=gen)
 
 
-def train_clip(samples: Sequence[data.Sample], images: np.ndarray, cfg: BuildConfig, progress: Progress = _quiet_progress):
+def train_clip(
+    samples: Sequence[data.Sample], images: np.ndarray, cfg: BuildConfig, progress: Progress = _quiet_progress
+):
     import open_clip
     import torch
     import torch.nn.functional as F
@@ -231,7 +236,13 @@ def encode_latents(vae, images: np.ndarray, batch: int = 256) -> tuple[torch.Ten
     return torch.cat(means) * s, torch.cat(stds) * s
 
 
-def train_sd(samples: Sequence[data.Sample], latents: tuple[torch.Tensor, torch.Tensor], tokenizer, cfg: BuildConfig, progress: Progress = _quiet_progress):
+def train_sd(
+    samples: Sequence[data.Sample],
+    latents: tuple[torch.Tensor, torch.Tensor],
+    tokenizer,
+    cfg: BuildConfig,
+    progress: Progress = _quiet_progress,
+):
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -248,7 +259,9 @@ def train_sd(samples: Sequence[data.Sample], latents: tuple[torch.Tensor, torch.
     rng = np.random.default_rng(cfg.seed + 3)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     captions = [s.caption for s in samples]
-    ids_all = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids_all = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     mean, std = latents
     unet.train()

@@ -9,6 +9,7 @@ prompt outside the world never fails. Building it is deterministic (ties broken 
 
 from __future__ import annotations
 
+import itertools
 import re
 import string
 from collections import Counter
@@ -42,12 +43,12 @@ def world_words() -> list[str]:
 
 def build_bpe(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Learns merges until every word is one token. Returns (vocab, merges)."""
-    seqs: dict[str, list[str]] = {w: list(w[:-1]) + [w[-1] + "</w>"] for w in words}
+    seqs: dict[str, list[str]] = {w: [*w[:-1], w[-1] + "</w>"] for w in words}
     merges: list[tuple[str, str]] = []
     while True:
         pairs: Counter[tuple[str, str]] = Counter()
         for seq in seqs.values():
-            for a, b in zip(seq, seq[1:], strict=False):
+            for a, b in itertools.pairwise(seq):
                 pairs[(a, b)] += 1
         if not pairs:
             break

@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create the virtual environment on first use and reuse it afterwards
+# (the stamp file is rebuilt only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck world clean-env
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded small world.
+demo: $(STAMP)
+	$(BIN)/gate world show --out out/world.png
+	$(BIN)/gate world eval --n-clip 300 --n-per-concept 8
+
+test: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gate tests probes
+	$(BIN)/ruff format --check gate tests probes
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Rebuild the small world's models (about 40 minutes on 2 CPU cores).
+world: $(STAMP)
+	$(BIN)/gate world build
+
+clean-env:
+	rm -rf $(VENV)

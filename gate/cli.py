@@ -1,0 +1,196 @@
+"""The ``gate`` command line: a thin layer over the library.
+
+Nothing heavy is imported at start-up: ``gate --help`` must stay fast and must not import
+torch. Each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gate import __version__
+from gate.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, BadInput, GateError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _world_dir(args: argparse.Namespace) -> Path:
+    from gate.world.clip import ASSETS
+
+    world = Path(args.world) if args.world else ASSETS
+    for sub in ("sd/model_index.json", "clip"):
+        if not (world / sub).exists():
+            raise BadInput(
+                f"--world {world}: no small world there (missing {sub}); run `gate world build --out {world}`"
+            )
+    return world
+
+
+# ---------------------------------------------------------------------------------------
+# gate world ...
+
+
+def cmd_world_build(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gate.world.build import build
+    from gate.world.clip import ASSETS
+    from gate.world.train import BuildConfig
+
+    console = Console(stderr=True)
+    cfg = BuildConfig(seed=args.seed, threads=args.threads)
+    if args.scale != 1.0:
+        cfg = cfg.scaled(args.scale)
+    out = Path(args.out) if args.out else ASSETS
+    console.print(f"building the small world into {out} (seed {cfg.seed}, {cfg.threads} threads)")
+    eval_kwargs = {} if args.scale == 1.0 else {"n_clip": 100, "n_per_concept": 4}
+    record = build(out, cfg, console=console, evaluate=not args.no_eval, eval_kwargs=eval_kwargs)
+    console.print(f"wrote {out}/MODEL_CARD.md; stage times (s): {record['timings_s']}")
+    if "quality" in record:
+        print(json.dumps({k: record["quality"][k] for k in ("clip_accuracy", "sd_fidelity", "images_per_second")}))
+    return 0
+
+
+def cmd_world_eval(args: argparse.Namespace) -> int:
+    from gate.world.quality import measure
+
+    world = _world_dir(args)
+    q = measure(
+        world,
+        n_clip=args.n_clip,
+        n_per_concept=args.n_per_concept,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+    )
+    if not args.json:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"small world quality ({world})")
+        t.add_column("figure")
+        t.add_column("value", justify="right")
+        for k, v in q["clip_accuracy"].items():
+            t.add_row(f"CLIP accuracy: {k}", f"{v:.3f}")
+        for k, v in q["sd_fidelity"].items():
+            t.add_row(f"SD fidelity: {k}", f"{v:.3f}")
+        t.add_row("images per second", f"{q['images_per_second']}")
+        t.add_row("meets targets", str(q["meets_targets"]))
+        Console(stderr=True).print(t)
+    print(json.dumps(q))
+    return 0
+
+
+def cmd_world_show(args: argparse.Namespace) -> int:
+    from gate.world.show import concept_grid
+
+    world = _world_dir(args)
+    out = Path(args.out)
+    concept_grid(world, out, n=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed)
+    print(f"wrote {out}: one row per concept, {args.n} generated images each (prompt phrasings held out of training)")
+    return 0
+
+
+def cmd_world_data(args: argparse.Namespace) -> int:
+    from gate.world import concepts
+    from gate.world.export import write_folder
+
+    for name in args.exclude:
+        try:
+            concepts.concept(name)
+        except KeyError as e:
+            raise BadInput(f"--exclude {name!r}: {e.args[0]}") from None
+    n = write_folder(Path(args.out), n=args.n, seed=args.seed, exclude=args.exclude)
+    print(f"wrote {n} images with metadata.jsonl to {args.out} (excluded: {', '.join(args.exclude) or 'nothing'})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gate",
+        description="Resurgence Gate: checks that a model update does not bring erased concepts back.",
+    )
+    p.add_argument("--version", action="version", version=f"gate {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    world = sub.add_parser("world", help="the embedded small world: build, evaluate, show, export data")
+    wsub = world.add_subparsers(dest="world_command", metavar="WORLD_COMMAND")
+    world.set_defaults(func=lambda _args: (world.print_help(), 0)[1])
+
+    def world_dir_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--world", help="world folder (default: the one shipped in the package)")
+
+    b = wsub.add_parser("build", help="rebuild the world's models from a seed (about 40 min on 2 CPU cores)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", help="output folder (default: the package's assets, replaced when complete)")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--scale", type=float, default=1.0, help="scale every step count (e.g. 0.01 for a smoke run)")
+    b.add_argument("--no-eval", action="store_true", help="skip the quality measurement")
+    b.set_defaults(func=cmd_world_build)
+
+    e = wsub.add_parser("eval", help="measure CLIP accuracy, SD fidelity and throughput afresh")
+    world_dir_arg(e)
+    e.add_argument("--json", action="store_true", help="print only the JSON (always the last line)")
+    e.add_argument("--n-clip", type=int, default=1000, help="fresh images for CLIP accuracy")
+    e.add_argument("--n-per-concept", type=int, default=32, help="generated images per concept")
+    e.add_argument("--steps", type=int, default=None, help="sampler steps (default: the world's default)")
+    e.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's default)")
+    e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: fixed, disjoint from training)")
+    e.set_defaults(func=cmd_world_eval)
+
+    s = wsub.add_parser("show", help="write a PNG grid of generated images, one row per concept")
+    world_dir_arg(s)
+    s.add_argument("--out", default="out/world.png")
+    s.add_argument("--n", type=int, default=8, help="images per concept")
+    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("--guidance", type=float, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_world_show)
+
+    d = wsub.add_parser("data", help="write a captioned image folder (metadata.jsonl), optionally without concepts")
+    d.add_argument("--out", required=True)
+    d.add_argument("--exclude", action="append", default=[], metavar="CONCEPT", help="repeatable")
+    d.add_argument("--n", type=int, default=512)
+    d.add_argument("--seed", type=int, default=123)
+    d.set_defaults(func=cmd_world_data)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Handler | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT if args.command is None and argv else 0
+    for name in ("steps", "guidance"):
+        if getattr(args, name, "absent") is None:
+            from gate.world import models
+
+            setattr(args, name, models.DEFAULT_STEPS if name == "steps" else models.DEFAULT_GUIDANCE)
+    try:
+        return func(args)
+    except GateError as e:
+        print(f"gate: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("gate: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure is the tool's fault: exit 3, one line, no traceback
+        print(f"gate: internal error: {type(e).__name__}: {e} (set GATE_DEBUG=1 for a traceback)", file=sys.stderr)
+        import os
+
+        if os.environ.get("GATE_DEBUG"):
+            raise
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
