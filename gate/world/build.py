@@ -103,13 +103,19 @@ def build(
         TextColumn("{task.fields[logs]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, transient=False,
     ) as progress:  # fmt: skip
+        live = progress.console.is_terminal
 
         def bar(name: str, total: int):
             task = progress.add_task(name, total=total, logs="")
+            every = max(1, total // 20)
 
             def tick(step: int, logs: dict[str, float]) -> None:
-                text = " ".join(f"{k} {v:.4f}" for k, v in logs.items()) if step % 10 == 0 else None
-                progress.update(task, completed=step + 1, **({"logs": text} if text else {}))
+                if not live and (step % every == 0 or step == total - 1):  # plain lines in logs and CI
+                    text = " ".join(f"{k} {v:.4f}" for k, v in logs.items())
+                    progress.console.print(f"{name}: {step + 1}/{total} {text}", highlight=False)
+                if step % 10 == 0 and logs:
+                    progress.update(task, logs=" ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+                progress.update(task, completed=step + 1)
 
             return tick
 

@@ -28,7 +28,7 @@ def concept_grid(world: Path, out: Path, *, n: int, steps: int, guidance: float,
         draw.text((4, y + cell // 2 - 12), name, fill=(0, 0, 0))
         draw.text((4, y + cell // 2), C.concept(name).kind, fill=(110, 110, 110))
         for col, im in enumerate(images):
-            grid.paste(im.resize((cell, cell), Image.NEAREST), (label_w + col * (cell + 2), y))
+            grid.paste(im.resize((cell, cell), Image.Resampling.NEAREST), (label_w + col * (cell + 2), y))
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     return out

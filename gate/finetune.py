@@ -1,0 +1,171 @@
+"""Candidate updates: full fine-tuning or LoRA (peft) of an SD pipeline on captioned images.
+
+The data is a folder with ``metadata.jsonl`` (``file_name``, ``text``), as in the diffusers
+training examples. Full fine-tunes are saved as diffusers folders; LoRAs as the
+``pytorch_lora_weights.safetensors`` that ``pipe.load_lora_weights`` reads, with the adapter
+metadata (without it, a LoRA whose alpha differs from its rank reloads at the wrong scale).
+Intermediate checkpoints (``save_steps``) are written as ``checkpoint-<step>/`` next to the
+final result, for resurgence curves along the fine-tuning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gate import sd
+from gate.errors import BadInput
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+@dataclass
+class FinetuneConfig:
+    mode: str = field(default="lora", metadata={"help": "full or lora"})
+    steps: int = 400
+    lr: float = field(default=0.0, metadata={"help": "0 = 1e-4 for full, 1e-3 for LoRA"})
+    batch_size: int = 16
+    rank: int = 4
+    alpha: float = 4.0
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    train_text_encoder: bool = False
+    save_steps: tuple[int, ...] = ()
+    seed: int = 0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("full", "lora"):
+            raise BadInput(f"--mode {self.mode!r}: use full or lora")
+        if self.steps < 1 or self.batch_size < 1:
+            raise BadInput("--steps and --batch-size must be positive")
+        if self.lr == 0.0:
+            self.lr = 1e-4 if self.mode == "full" else 1e-3
+        bad = [s for s in self.save_steps if not 0 < s <= self.steps]
+        if bad:
+            raise BadInput(f"--save-steps {bad}: each must lie in 1..{self.steps}")
+
+
+def _save(pipe, out: Path, cfg: FinetuneConfig) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.mode == "full":
+        pipe.save_pretrained(out, safe_serialization=True)
+        return
+    from peft.utils import get_peft_model_state_dict
+
+    kwargs: dict[str, Any] = {
+        "unet_lora_layers": get_peft_model_state_dict(pipe.unet),
+        "unet_lora_adapter_metadata": pipe.unet.peft_config["default"].to_dict(),
+    }
+    if cfg.train_text_encoder:
+        kwargs["text_encoder_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder)
+        kwargs["text_encoder_lora_adapter_metadata"] = pipe.text_encoder.peft_config["default"].to_dict()
+    type(pipe).save_lora_weights(out, safe_serialization=True, weight_name=LORA_WEIGHTS, **kwargs)
+
+
+def finetune(
+    checkpoint: Path,
+    data_dir: Path,
+    out: Path,
+    cfg: FinetuneConfig,
+    *,
+    progress: Callable[[str, int], Callable[[int, dict[str, float]], None]] | None = None,
+    base_pipe=None,
+) -> dict[str, Any]:
+    from peft import LoraConfig
+
+    from gate.pipeline import library_versions, load_pipeline
+    from gate.unlearn.base import load_image_folder
+
+    t0 = time.perf_counter()
+    pipe = base_pipe if base_pipe is not None else load_pipeline(checkpoint)
+    data = load_image_folder(pipe, data_dir)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    unet, te = pipe.unet, pipe.text_encoder
+    unet.requires_grad_(False)
+    te.requires_grad_(False)
+    if cfg.mode == "lora":
+        unet.add_adapter(
+            LoraConfig(
+                r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.lora_targets), init_lora_weights="gaussian"
+            )
+        )
+        if cfg.train_text_encoder:
+            te.add_adapter(
+                LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+            )
+        params = [p for m in (unet, te) for n, p in m.named_parameters() if "lora_" in n]
+    else:
+        params = list(unet.parameters()) + (list(te.parameters()) if cfg.train_text_encoder else [])
+    for p in params:
+        p.requires_grad_(True)
+    unet.train()
+    if cfg.train_text_encoder:
+        te.train()
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2 if cfg.mode == "full" else 0.0)
+    tick = (progress or (lambda name, total: lambda s, logs: None))(f"fine-tune ({cfg.mode})", cfg.steps)
+    out = Path(out)
+    saved: list[str] = []
+    losses: list[float] = []
+    tok = pipe.tokenizer
+    for step in range(1, cfg.steps + 1):
+        idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=gen)
+        x0, prompts = data.batch(idx)
+        ids = tok(
+            list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        cond = te(ids)[0]
+        loss = sd.ddpm_loss(pipe, unet, x0, cond, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        losses.append(loss.item())
+        tick(step - 1, {"loss": losses[-1]})
+        if step in cfg.save_steps and step != cfg.steps:
+            _save(pipe, out / f"checkpoint-{step}", cfg)
+            saved.append(f"checkpoint-{step}")
+    unet.eval()
+    te.eval()
+    for p in params:
+        if not torch.isfinite(p).all():
+            raise BadInput("fine-tuning diverged (non-finite weights); lower --lr")
+    _save(pipe, out, cfg)
+    record = {
+        "kind": "candidate-update",
+        "mode": cfg.mode,
+        "config": dataclasses.asdict(cfg),
+        "inputs": {
+            "checkpoint": str(checkpoint),
+            "checkpoint_sha256": sd.hash_tree(Path(checkpoint), skip=("erase.json", "finetune.json")),
+            "data": str(data_dir),
+            "data_sha256": sd.hash_tree(Path(data_dir)),
+            "n_images": len(data),
+        },
+        "checkpoints": saved,
+        "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "libraries": library_versions(),
+        "outputs": {"sha256": sd.hash_tree(out, skip=("finetune.json",))},
+    }
+    sd.write_json_atomic(out / "finetune.json", record)
+    return record
+
+
+def parse_steps(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(sorted({int(s) for s in text.split(",") if s.strip()}))
+    except ValueError:
+        raise BadInput(f"--save-steps {text!r}: give comma-separated step numbers, e.g. 100,200,400") from None
+
+
+def lora_targets(text: str | None) -> Sequence[str]:
+    return tuple(t.strip() for t in text.split(",")) if text else FinetuneConfig.lora_targets

@@ -1,0 +1,196 @@
+"""Helpers over any diffusers Stable Diffusion pipeline (SD v1.x/v2.x or the small world).
+
+Everything here takes the pipeline's own components; nothing assumes sizes. Device and dtype
+are the caller's: the helpers use whatever the pipeline is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gate.errors import BadInput
+
+# Parameter groups in the vocabulary of ESD / SDD / EraseDiff ("train_method").
+PARAM_GROUPS = ("xattn", "noxattn", "selfattn", "xattn-kv", "full")
+
+
+def select_parameters(unet: torch.nn.Module, group: str) -> dict[str, torch.nn.Parameter]:
+    """Named UNet parameters of a group.
+
+    * ``xattn``: cross-attention (``attn2``) only, as ESD-x and SDD;
+    * ``xattn-kv``: cross-attention key and value projections only (the text-facing ones);
+    * ``noxattn``: everything but cross-attention, time embedding and output layers, as ESD-u;
+    * ``selfattn``: self-attention (``attn1``) only;
+    * ``full``: every parameter.
+    """
+    if group not in PARAM_GROUPS:
+        raise BadInput(f"parameter group {group!r} is not one of {', '.join(PARAM_GROUPS)}")
+    out = {}
+    for name, p in unet.named_parameters():
+        is_x = "attn2" in name
+        if group == "full":
+            keep = True
+        elif group == "xattn":
+            keep = is_x
+        elif group == "xattn-kv":
+            keep = is_x and (".to_k." in name or ".to_v." in name)
+        elif group == "selfattn":
+            keep = "attn1" in name
+        else:  # noxattn
+            keep = not is_x and not name.startswith(("time_embedding", "conv_out", "conv_norm_out"))
+        if keep:
+            out[name] = p
+    return out
+
+
+def cross_attention_kv(unet: torch.nn.Module, with_k: bool = True) -> dict[str, torch.nn.Linear]:
+    """The text-facing projections: ``...attn2.to_v`` (and ``to_k``) linear layers by name."""
+    out = {}
+    for name, mod in unet.named_modules():
+        if name.endswith("attn2.to_v") or (with_k and name.endswith("attn2.to_k")):
+            out[name] = mod
+    if not out:
+        raise BadInput(
+            "this UNet has no cross-attention (attn2.to_k / attn2.to_v) modules; is it a Stable Diffusion UNet?"
+        )
+    return out
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
+    """Text-encoder hidden states, padded to the tokenizer's length, as the pipeline does."""
+    tok = pipe.tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+
+
+def encode_with_grad(pipe, prompts: Sequence[str]) -> torch.Tensor:
+    tok = pipe.tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+
+
+def token_count(pipe, prompt: str) -> int:
+    """Number of tokens of ``prompt`` without start/end marks (truncated to the model's length)."""
+    ids = pipe.tokenizer(prompt, truncation=True, max_length=pipe.tokenizer.model_max_length).input_ids
+    return len(ids) - 2
+
+
+def latent_shape(pipe, batch: int) -> tuple[int, int, int, int]:
+    s = pipe.unet.config.sample_size
+    return (batch, pipe.unet.config.in_channels, s, s)
+
+
+@torch.no_grad()
+def encode_images(pipe, images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images (N,3,H,W) -> scaled latents (posterior mean)."""
+    vae = pipe.vae
+    z = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mean
+    return z * vae.config.scaling_factor
+
+
+def ddim_partial_sample(
+    pipe,
+    unet: torch.nn.Module,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    *,
+    stop: int,
+    steps: int,
+    guidance: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, int]:
+    """Runs DDIM from pure noise for ``stop`` of ``steps`` steps with ``unet`` (classifier-free
+    guidance ``guidance``). Returns (x_t, t) where t is the DDPM timestep reached; this is how
+    ESD and SDD produce their training latents without any image data."""
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    x = torch.randn(latent_shape(pipe, cond.shape[0]), generator=generator).to(cond.device, cond.dtype)
+    x = x * sched.init_noise_sigma
+    with torch.no_grad():
+        for t in sched.timesteps[:stop]:
+            eps = predict_cfg(unet, x, t, cond, uncond, guidance)
+            x = sched.step(eps, t, x).prev_sample
+    t_reached = int(sched.timesteps[min(stop, steps - 1)])
+    return x, t_reached
+
+
+def predict_cfg(unet, x: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
+    if guidance == 1.0:
+        return unet(x, t, cond).sample
+    e = unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).sample
+    eu, ec = e.chunk(2)
+    return eu + guidance * (ec - eu)
+
+
+def ddpm_loss(pipe, unet, latents: torch.Tensor, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The standard denoising loss on clean latents (fine-tuning, retain terms)."""
+    n = latents.shape[0]
+    T = pipe.scheduler.config.num_train_timesteps
+    t = torch.randint(0, T, (n,), generator=generator).to(latents.device)
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+    noisy = add_noise(pipe, latents, noise, t)
+    return torch.nn.functional.mse_loss(unet(noisy, t, cond).sample, noise)
+
+
+def add_noise(pipe, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    return sched.add_noise(x0, noise, t.cpu()).to(x0.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# identities
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_tree(path: Path, skip: Iterable[str] = ()) -> str:
+    """Content hash of a file, or of a folder (relative names and file hashes, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return hash_file(path)
+    skip = set(skip)
+    entries = [
+        f"{p.relative_to(path).as_posix()}:{hash_file(p)}"
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name not in skip
+    ]
+    return sha256_bytes("\n".join(entries).encode())
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
