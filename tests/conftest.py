@@ -26,7 +26,7 @@ def world_dir() -> Path:
 def world_pipe(world_dir):
     import torch
 
-    from gate.world.quality import load_pipeline
+    from gate.pipeline import load_pipeline
 
     torch.set_num_threads(2)
     return load_pipeline(world_dir / "sd")

@@ -61,8 +61,8 @@ def test_tiny_build_writes_loadable_world(tmp_path):
     stored = json.loads((out / "build.json").read_text())
     assert stored["files"] == rec["files"] and "sd/unet/diffusion_pytorch_model.safetensors" in rec["files"]
     assert set(rec["quality"]["clip_accuracy"]) >= {"shape", "color", "texture", "identity", "unsafe"}
+    from gate.pipeline import load_pipeline
     from gate.world.clip import WorldCLIP
-    from gate.world.quality import load_pipeline
 
     pipe = load_pipeline(out / "sd")
     img = pipe("a red circle", num_inference_steps=2, guidance_scale=2.0, output_type="np").images

@@ -204,8 +204,8 @@ def erase(
     data: dict[str, ImageSet] = {}
     if method.needs_images:
         steps, guidance = default_sampler(pipe)
-        nf = int(n_forget or getattr(cfg, "n_forget", 32))
-        nr = int(n_retain or getattr(cfg, "n_retain", 64))
+        nf: int = n_forget if n_forget is not None else getattr(cfg, "n_forget", 32)
+        nr: int = n_retain if n_retain is not None else getattr(cfg, "n_retain", 64)
         if request.forget_data:
             data["forget"] = load_image_folder(pipe, request.forget_data, prompt_override=request.concepts[0])
         else:

@@ -9,14 +9,14 @@ settings, the data seed, the measured figures and the sha256 of every file.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from gate.pipeline import library_versions
+from gate.sd import hash_file
 from gate.world import models as M
 from gate.world.clip import CLIP_WEIGHTS, write_config
 from gate.world.train import BuildConfig
@@ -25,32 +25,12 @@ SD_SUBDIR = "sd"
 CLIP_SUBDIR = "clip"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_hashes(folder: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(folder)): sha256_file(p)
+        str(p.relative_to(folder)): hash_file(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name not in ("MODEL_CARD.md", "build.json")
     }
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "diffusers", "transformers", "open_clip_torch", "safetensors", "numpy", "peft"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def save_pipeline(folder: Path, vae, text_encoder, tokenizer, unet) -> None:

@@ -84,6 +84,16 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, steps: int, 
     return out
 
 
+def _timed_rate(pipe, clip: WorldCLIP, name: str, *, n: int, seed: int, steps: int, guidance: float, split: str):
+    prompts = [p for p, _ in data.concept_prompts(name, n, seed, split=split)]
+    seeds = [seed + 7919 * i + 1 for i in range(n)]
+    t0 = time.perf_counter()
+    images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance)
+    seconds = time.perf_counter() - t0
+    hits = concept_hit(clip, images, name)
+    return sum(hits) / len(hits), seconds
+
+
 def sd_fidelity(
     pipe,
     clip: WorldCLIP,
@@ -98,19 +108,40 @@ def sd_fidelity(
     concept asked for. Returns (rates, images per second of generation)."""
     names = list(concepts) if concepts is not None else [c.name for c in C.all_concepts()]
     rates: dict[str, float] = {}
-    n_images, t_gen = 0, 0.0
+    t_gen = 0.0
     for name in names:
-        prompts = [p for p, _ in data.concept_prompts(name, n_per_concept, seed, split="heldout")]
-        seeds = [seed + 7919 * i + 1 for i in range(len(prompts))]
-        t0 = time.perf_counter()
-        images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance)
-        t_gen += time.perf_counter() - t0
-        n_images += len(images)
-        hits = concept_hit(clip, images, name)
-        rates[name] = round(sum(hits) / len(hits), 4)
-    return rates, round(n_images / t_gen, 2)
+        rate, seconds = _timed_rate(
+            pipe, clip, name, n=n_per_concept, seed=seed, steps=steps, guidance=guidance, split="heldout"
+        )
+        rates[name] = round(rate, 4)
+        t_gen += seconds
+    return rates, round(len(names) * n_per_concept / t_gen, 2)
 
 
 def summarize(rates: dict[str, float]) -> dict[str, Any]:
     counts = Counter(C.concept(k).kind for k in rates)
     return {"concepts": len(rates), "kinds": dict(counts), "min": min(rates.values())}
+
+
+def detection_rate(
+    pipe,
+    clip: WorldCLIP,
+    concept_name: str,
+    *,
+    n: int,
+    seed: int = EVAL_SEED,
+    steps: int,
+    guidance: float,
+    split: str = "heldout",
+) -> float:
+    """Share of ``n`` images, generated for prompts that ask for the concept, in which the
+    detector sees it (the "detection rate" of the study: A_orig, A_unl, A_ft)."""
+    return _timed_rate(pipe, clip, concept_name, n=n, seed=seed, steps=steps, guidance=guidance, split=split)[0]
+
+
+def mean_fidelity(
+    pipe, clip: WorldCLIP, concepts: Sequence[str], *, n: int, steps: int, guidance: float, seed: int = EVAL_SEED
+) -> float:
+    """Mean detection rate over retained concepts: a model that lost everything scores low."""
+    rates = [detection_rate(pipe, clip, c, n=n, seed=seed, steps=steps, guidance=guidance) for c in concepts]
+    return sum(rates) / len(rates)

@@ -5,22 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gate.pipeline import load_pipeline
 from gate.world import models as M
 
 # acceptance thresholds from the foundation issue
 TARGETS = {"shape": 0.95, "color": 0.95, "other_kinds": 0.90, "sd_fidelity": 0.85}
-
-
-def load_pipeline(folder: Path | str, device: str = "cpu", dtype=None):
-    """The world's diffusers pipeline, loaded offline through the standard API."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder), safety_checker=None, local_files_only=True, dtype=dtype or torch.float32
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
 
 
 def measure(

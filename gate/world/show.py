@@ -12,7 +12,7 @@ def concept_grid(world: Path, out: Path, *, n: int, steps: int, guidance: float,
     from PIL import Image, ImageDraw
 
     from gate.world.evaluate import generate
-    from gate.world.quality import load_pipeline
+    from gate.pipeline import load_pipeline
 
     pipe = load_pipeline(world / "sd")
     names = [c.name for c in C.all_concepts()]
