@@ -11,8 +11,8 @@ from gate.world import data
 def concept_grid(world: Path, out: Path, *, n: int, steps: int, guidance: float, seed: int, zoom: int = 3) -> Path:
     from PIL import Image, ImageDraw
 
-    from gate.world.evaluate import generate
     from gate.pipeline import load_pipeline
+    from gate.world.evaluate import generate
 
     pipe = load_pipeline(world / "sd")
     names = [c.name for c in C.all_concepts()]
