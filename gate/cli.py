@@ -213,6 +213,94 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# gate check / gate validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gate.policy import load_policy
+
+    for path in args.policy:
+        pol = load_policy(path)
+        rules = sum(len(c.rules) for c in pol.concepts)
+        images = sum(
+            c.samples_per_prompt
+            * (len(c.prompts) + len(c.incidental_prompts) + sum(len(v) for v in c.retained.values()))
+            for c in pol.concepts
+        )
+        print(f"{path}: ok: policy {pol.name!r} v{pol.version}, {len(pol.concepts)} concepts, {rules} rules, "
+              f"{images} images per side, sha256 {pol.sha256[:12]}")  # fmt: skip
+    return 0
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise BadInput(f"--shard {text!r}: use i/n, e.g. 1/4") from None
+    return i, n
+
+
+def _count_progress(factory):
+    """Adapts a (step, logs) progress factory to the runner's count-of-done callbacks."""
+
+    def make(name: str, total: int):
+        if total == 0:
+            return lambda done: None
+        tick = factory(name, total)
+        return lambda done: tick(done - 1, {})
+
+    return make
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+
+    from gate import report as R
+    from gate.judge import overall
+    from gate.runner import Check, CheckOptions, default_inputs
+
+    console = Console(stderr=True)
+    checkpoint, update, original, policy = args.checkpoint, args.update, args.original, args.policy
+    if checkpoint is None:
+        checkpoint, d_update, d_original, d_policy = default_inputs()
+        update = update if update is not None else d_update
+        original = original if original is not None else d_original
+        policy = policy or d_policy
+        console.print(f"no --checkpoint: checking the small world's demo (update {update})")
+    opts = CheckOptions(
+        checkpoint=checkpoint, update=update or None, original=original or None,
+        policy=policy or str(CheckOptions.policy), config=args.config, allow_pickle=args.allow_pickle,
+        lora_scale=args.lora_scale, device=args.device, cache_dir=None if args.no_cache else args.cache_dir,
+        concepts=args.concept or None, shard=_shard(args.shard),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    progress, factory = _progress_factory(console)
+    check = Check(opts, progress=_count_progress(factory))
+    check.load()
+    for line in R.header_lines(check):
+        console.print(line, highlight=False)
+    console.print(f"reproduce: {R.reproduce_line(opts)}", highlight=False)
+    with progress:
+        results = check.run()
+    verdict = overall(
+        [r for res in results for r in res.rules if r.verdict != "skipped"], check.policy.inconclusive == "fail"
+    )
+    rep = R.build_report(check, results, verdict, time.perf_counter() - t0)
+    out_dir = Path(args.report_dir)
+    R.write_json(rep, Path(args.json) if args.json else out_dir / "report.json")
+    (out_dir / "summary.md").write_text(R.markdown(rep))
+    R.write_html(rep, results, out_dir)
+    console.print(R.rich_table(rep))
+    console.print(f"reports: {out_dir}/report.json, summary.md, report.html")
+    print(R.verdict_line(rep))
+    return 0 if verdict == "pass" else 1
+
+
+# ---------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +391,31 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--save-steps", help="intermediate checkpoints, e.g. 100,200")
     ft.add_argument("--seed", type=int, default=0)
     ft.set_defaults(func=cmd_finetune)
+
+    ck = sub.add_parser(
+        "check", help="check a candidate update for concept resurgence (no arguments: the small-world demo)"
+    )
+    ck.add_argument("--checkpoint", help="the unlearned model: diffusers folder, .safetensors file or cached hub id")
+    ck.add_argument("--update", help="the candidate: LoRA .safetensors, diffusers folder, or UNet .safetensors")
+    ck.add_argument("--original", help="the model before unlearning (enables max_resurgence)")
+    ck.add_argument("--policy", help="policy YAML (default: policies/small-world.yaml)")
+    ck.add_argument("--config", help="local diffusers folder giving the architecture of a single-file checkpoint")
+    ck.add_argument("--lora-scale", type=float, default=1.0)
+    ck.add_argument(
+        "--allow-pickle", action="store_true", help="read pickle weights with torch.load(weights_only=True)"
+    )
+    ck.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (explicit; nothing moves silently)")
+    ck.add_argument("--cache-dir", default=".gate-cache", help="baseline image/score cache")
+    ck.add_argument("--no-cache", action="store_true")
+    ck.add_argument("--concept", action="append", help="check only this concept (repeatable)")
+    ck.add_argument("--shard", help="i/n: check the i-th of n deterministic shards of the concepts")
+    ck.add_argument("--json", help="write the JSON report here (default: REPORT_DIR/report.json)")
+    ck.add_argument("--report-dir", default="out/gate-report", help="JSON, Markdown and HTML reports")
+    ck.set_defaults(func=cmd_check)
+
+    va = sub.add_parser("validate", help="check policy files (no torch, no models)")
+    va.add_argument("policy", nargs="+")
+    va.set_defaults(func=cmd_validate)
     return p
 
 

@@ -1,1 +1,166 @@
-"""pytest plugin entry point (registered as ``resurgence_gate``); the gate's options arrive with the gate."""
+"""pytest plugin (entry point ``resurgence_gate``): each (erased concept, rule) is a test.
+
+    pytest probes/ --checkpoint X [--update Y] [--original Z] [--policy P]
+
+Tests are generated for any test function that takes the ``gate_rule`` fixture (``probes/``
+has one). The check itself runs once per session, for the concepts that collection and ``-k``
+kept (image seeds do not depend on the selection, so the figures are the same as a full run).
+A failing rule shows its observed value, interval, threshold and worst prompts with their
+seeds, without a traceback; ``--junitxml`` carries the figures as test properties.
+
+Nothing heavy is imported unless a gate test is collected, so the plugin costs nothing in
+other test suites.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+_STATE: dict[str, Any] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("resurgence-gate", "Resurgence Gate (concept resurgence checks)")
+    g.addoption("--checkpoint", help="the unlearned model (diffusers folder, .safetensors or cached hub id)")
+    g.addoption("--update", help="the candidate update (LoRA, diffusers folder, UNet .safetensors)")
+    g.addoption("--original", help="the model before unlearning (enables max_resurgence)")
+    g.addoption("--policy", help="policy YAML (default: the small world's)")
+    g.addoption("--gate-config", help="local diffusers folder for a single-file checkpoint's architecture")
+    g.addoption("--lora-scale", type=float, default=1.0)
+    g.addoption("--allow-pickle", action="store_true", default=False)
+    g.addoption("--gate-device", default="cpu")
+    g.addoption("--gate-cache-dir", default=".gate-cache")
+    g.addoption("--gate-report-dir", default="out/gate-report")
+
+
+def _options(config: pytest.Config):
+    from gate.runner import CheckOptions, default_inputs
+
+    ckpt = config.getoption("--checkpoint")
+    upd, orig, pol = config.getoption("--update"), config.getoption("--original"), config.getoption("--policy")
+    if ckpt is None:
+        ckpt, d_upd, d_orig, d_pol = default_inputs()
+        upd = upd if upd is not None else d_upd
+        orig = orig if orig is not None else d_orig
+        pol = pol or d_pol
+    return CheckOptions(
+        checkpoint=ckpt, update=upd or None, original=orig or None, policy=pol or str(CheckOptions.policy),
+        config=config.getoption("--gate-config"), allow_pickle=config.getoption("--allow-pickle"),
+        lora_scale=config.getoption("--lora-scale"), device=config.getoption("--gate-device"),
+        cache_dir=config.getoption("--gate-cache-dir"),
+    )  # fmt: skip
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "gate_rule" not in metafunc.fixturenames:
+        return
+    from gate.errors import GateError
+    from gate.policy import load_policy
+
+    config = metafunc.config
+    try:
+        opts = _STATE.get("opts") or _options(config)
+        policy = load_policy(opts.policy)
+    except GateError as e:
+        raise pytest.UsageError(f"resurgence gate: {e}") from None
+    _STATE["opts"] = opts
+    items = [(c.name, rule) for c in policy.concepts for rule in c.rules]
+    metafunc.parametrize("gate_rule", items, ids=[f"{c}-{r}" for c, r in items])
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = []
+    for item in items:
+        cs = getattr(item, "callspec", None)
+        if cs is not None and "gate_rule" in cs.params:
+            concept = cs.params["gate_rule"][0]
+            if concept not in chosen:
+                chosen.append(concept)
+    _STATE["concepts"] = chosen
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    opts = _STATE.get("opts")
+    if opts is None:
+        return None
+    from gate.report import reproduce_line
+
+    return [f"resurgence gate: reproduce with: {reproduce_line(opts)}"]
+
+
+def _run_check() -> dict[str, Any]:
+    if "results" in _STATE:
+        return _STATE["results"]
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    from gate import report as R
+    from gate.judge import overall
+    from gate.runner import Check
+
+    opts = dataclasses.replace(_STATE["opts"], concepts=_STATE.get("concepts") or None)
+    t0 = time.perf_counter()
+    check = Check(opts)
+    results = check.run()
+    verdict = overall(
+        [r for res in results for r in res.rules if r.verdict != "skipped"], check.policy.inconclusive == "fail"
+    )
+    rep = R.build_report(check, results, verdict, time.perf_counter() - t0)
+    out = Path(_STATE.get("report_dir", "out/gate-report"))
+    R.write_json(rep, out / "report.json")
+    (out / "summary.md").write_text(R.markdown(rep))
+    R.write_html(rep, results, out)
+    by_rule = {(r.concept, r.rule): r for res in results for r in res.rules}
+    _STATE["results"] = {"by_rule": by_rule, "inconclusive_fails": check.policy.inconclusive == "fail", "report": rep}
+    return _STATE["results"]
+
+
+@pytest.fixture
+def gate_result(gate_rule, request):
+    """The judged result of this test's (concept, rule), from the session's single check."""
+    from gate.errors import GateError
+
+    _STATE["report_dir"] = request.config.getoption("--gate-report-dir")
+    try:
+        state = _run_check()
+    except GateError as e:
+        pytest.fail(f"resurgence gate could not run: {e}", pytrace=False)
+    r = state["by_rule"][tuple(gate_rule)]
+    for k in ("observed", "low", "high", "threshold", "baseline", "verdict", "n"):
+        v = getattr(r, k)
+        if not (isinstance(v, float) and math.isnan(v)):
+            request.node.user_properties.append((k, v))
+    return r, state["inconclusive_fails"]
+
+
+def explain(r) -> str:
+    from gate.report import fmt
+
+    lines = [
+        f"{r.concept}: {r.rule} {r.verdict.upper()}",
+        f"  observed {fmt(r.observed)} (95% interval [{fmt(r.low)}, {fmt(r.high)}], n={r.n}); "
+        f"threshold: {r.direction} {fmt(r.threshold)}; baseline {fmt(r.baseline)}"
+        + (f"; paired McNemar p={r.p_value:.4f}" if r.p_value is not None else ""),
+    ]
+    if r.note:
+        lines.append(f"  {r.note}")
+    if r.worst:
+        lines.append("  worst prompts (candidate score / baseline score, same seed):")
+        lines += [
+            f"    {w['candidate_score']:.2f} / {w['baseline_score']:.2f}  seed {w['seed']}  {w['prompt']!r}"
+            for w in r.worst
+        ]
+    return "\n".join(lines)
+
+
+def check_rule(result) -> None:
+    """The body of a gate test: passes, fails with an explanation, or skips (no --original)."""
+    r, inconclusive_fails = result
+    if r.verdict == "skipped":
+        pytest.skip(f"{r.rule}: {r.note}")
+    if r.verdict == "fail" or (r.verdict == "inconclusive" and inconclusive_fails):
+        pytest.fail(explain(r), pytrace=False)
