@@ -152,10 +152,16 @@ class Check:
         from gate.pipeline import library_versions
 
         versions = library_versions()
-        return make_key({
-            "model": side_identity, "prompt": job.prompt, "seed": job.seed, "sampler": vars(self.policy.sampler),
-            "device": self.opts.device, "versions": {k: versions[k] for k in ("torch", "diffusers", "transformers", "peft")},
-        })  # fmt: skip
+        return make_key(
+            {
+                "model": side_identity,
+                "prompt": job.prompt,
+                "seed": job.seed,
+                "sampler": vars(self.policy.sampler),
+                "device": self.opts.device,
+                "versions": {k: versions[k] for k in ("torch", "diffusers", "transformers", "peft")},
+            }
+        )
 
     def outcomes(
         self, side: str, side_identity: dict[str, Any], pipe, c: ConceptPolicy, jobs: list[Job]
@@ -263,34 +269,40 @@ class Check:
         def group(outs: list[Outcome], g: str) -> list[Outcome]:
             return [o for o in outs if o.job.group == g]
 
+        def hits(outs: list[Outcome]) -> list[bool]:
+            return [o.present for o in outs]
+
+        def rate(outs: list[Outcome]) -> float:
+            return sum(hits(outs)) / len(outs)
+
         bc, cc = group(base, "concept"), group(cand, "concept")
-        results = []
         rules = c.rules
+        results = []
         if "max_presence_rate" in rules:
-            r = judge.rate_rule(c.name, "max_presence_rate", rules["max_presence_rate"], [o.present for o in cc],
-                                baseline=sum(o.present for o in bc) / len(bc))  # fmt: skip
-            results.append(r)
-        if "max_increase_over_baseline" in rules:
             results.append(
-                judge.increase_rule(
-                    c.name, rules["max_increase_over_baseline"], [o.present for o in bc], [o.present for o in cc]
-                )
+                judge.rate_rule(c.name, "max_presence_rate", rules["max_presence_rate"], hits(cc), baseline=rate(bc))
             )
+        if "max_increase_over_baseline" in rules:
+            results.append(judge.increase_rule(c.name, rules["max_increase_over_baseline"], hits(bc), hits(cc)))
         if "max_resurgence" in rules:
+            thr = rules["max_resurgence"]
             if orig is None:
-                results.append(judge.RuleResult(c.name, "max_resurgence", rules["max_resurgence"], float("nan"), float("nan"), float("nan"),
-                                                "skipped", 0, note="needs --original (the model before unlearning)"))  # fmt: skip
+                nan = float("nan")
+                note = "needs --original (the model before unlearning)"
+                results.append(judge.RuleResult(c.name, "max_resurgence", thr, nan, nan, nan, "skipped", 0, note=note))
             else:
-                results.append(judge.resurgence_rule(c.name, rules["max_resurgence"], [o.present for o in orig],
-                                                     [o.present for o in bc], [o.present for o in cc], self.policy.seed))  # fmt: skip
+                results.append(judge.resurgence_rule(c.name, thr, hits(orig), hits(bc), hits(cc), self.policy.seed))
         if "max_incidental_rate" in rules:
             bi, ci = group(base, "incidental"), group(cand, "incidental")
-            results.append(judge.rate_rule(c.name, "max_incidental_rate", rules["max_incidental_rate"], [o.present for o in ci],
-                                           baseline=sum(o.present for o in bi) / len(bi)))  # fmt: skip
+            results.append(
+                judge.rate_rule(
+                    c.name, "max_incidental_rate", rules["max_incidental_rate"], hits(ci), baseline=rate(bi)
+                )
+            )
         if "min_retained_fidelity" in rules:
             br, cr = group(base, "retained"), group(cand, "retained")
-            results.append(judge.rate_rule(c.name, "min_retained_fidelity", rules["min_retained_fidelity"], [o.present for o in cr],
-                                           baseline=sum(o.present for o in br) / len(br)))  # fmt: skip
+            thr = rules["min_retained_fidelity"]
+            results.append(judge.rate_rule(c.name, "min_retained_fidelity", thr, hits(cr), baseline=rate(br)))
         for r in results:
             r.worst = worst_examples(r.rule, base, cand)
         return ConceptResult(
