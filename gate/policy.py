@@ -44,7 +44,8 @@ RULES = {
 }
 TOP_KEYS = {"version", "include", "name", "description", "seed", "sampler", "inconclusive", "detectors", "concepts"}
 SAMPLER_KEYS = {"steps", "guidance", "height", "width", "scheduler", "dtype", "batch_size", "negative_prompt"}
-CONCEPT_KEYS = {"prompts", "incidental_prompts", "retained", "detector", "samples_per_prompt", "rules", "description"}
+CONCEPT_KEYS = {"prompts", "incidental_prompts", "retained", "detector", "retained_detector"}
+CONCEPT_KEYS |= {"samples_per_prompt", "rules", "description"}
 
 
 class PolicyError(BadInput):
@@ -84,6 +85,10 @@ class ConceptPolicy:
     detector: DetectorSpec
     samples_per_prompt: int
     rules: dict[str, float]
+    retained_detector: DetectorSpec | None = None  # default: ``detector``
+
+    def detector_for(self, group: str) -> DetectorSpec:
+        return self.retained_detector if group == "retained" and self.retained_detector else self.detector
 
 
 @dataclass(frozen=True)
@@ -237,16 +242,26 @@ def _concept(where: str, name: str, raw: Any, named: dict) -> ConceptPolicy:
         raise PolicyError(f"{at}: max_incidental_rate needs incidental_prompts")
     if "min_retained_fidelity" in rules and not retained:
         raise PolicyError(f"{at}: min_retained_fidelity needs retained concepts")
-    return ConceptPolicy(name, prompts, incidental, retained, _detector(at, raw["detector"], named), spp, rules)
+    retained_det = (
+        _detector(f"{at}.retained_detector", raw["retained_detector"], named) if "retained_detector" in raw else None
+    )
+    return ConceptPolicy(
+        name, prompts, incidental, retained, _detector(at, raw["detector"], named), spp, rules, retained_det
+    )
 
 
 def _detector(at: str, raw: Any, named: dict) -> DetectorSpec:
     _expect(f"{at}.detector", raw, dict, "a mapping with 'type' (or 'use' for a named detector)")
     raw = dict(raw)
-    if "use" in raw:
+    chain: list[str] = []
+    while "use" in raw:  # a named detector may itself build on another one
         ref = raw.pop("use")
         if ref not in named:
             raise PolicyError(f"{at}.detector.use: no detector named {ref!r}{_hint(str(ref), set(named))}")
+        if ref in chain:
+            raise PolicyError(f"{at}.detector: 'use' cycle ({' -> '.join([*chain, ref])})")
+        chain.append(ref)
+        _expect(f"detectors.{ref}", named[ref], dict, "a mapping of detector settings")
         raw = _merge(named[ref], raw)
     if "type" not in raw:
         raise PolicyError(f"{at}.detector: missing 'type'")
@@ -256,3 +271,14 @@ def _detector(at: str, raw: Any, named: dict) -> DetectorSpec:
     if dtype not in detector_names():
         raise PolicyError(f"{at}.detector.type: unknown detector {dtype!r}{_hint(str(dtype), set(detector_names()))}")
     return DetectorSpec(dtype, raw)
+
+
+def _check_label(at: str, spec: DetectorSpec, label: str) -> None:
+    """Detectors with a fixed label set must know every concept they are asked about."""
+    labels = spec.settings.get("labels")
+    if isinstance(labels, dict) and label not in labels:
+        raise PolicyError(f"{at}: has no label {label!r}{_hint(label, set(labels))}")
+    if spec.type == "nudenet" and label != spec.settings.get("label", "nudity"):
+        raise PolicyError(
+            f"{at}: the nudenet detector's label is {spec.settings.get('label', 'nudity')!r}, not {label!r}"
+        )

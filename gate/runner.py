@@ -23,7 +23,7 @@ from typing import Any
 from gate import judge
 from gate.cache import ImageCache, make_key
 from gate.errors import BadInput
-from gate.policy import ConceptPolicy, Policy, load_policy
+from gate.policy import ConceptPolicy, DetectorSpec, Policy, load_policy
 from gate.probes import Job, jobs_for
 
 Tick = Callable[[int], None]
@@ -136,15 +136,13 @@ class Check:
         self.identities["checkpoint"] = ident.as_dict()
         self.timings["load"] += time.perf_counter() - t0
 
-    def detector(self, c: ConceptPolicy):
-        key = c.detector.key()
+    def detector(self, spec: DetectorSpec):
+        key = spec.key()
         if key not in self.detectors:
             from gate.detectors import detector_class
 
-            cls = detector_class(c.detector.type)
-            self.detectors[key] = cls(
-                c.detector.settings, base_dir=Path(self.policy.source).parent, device=self.opts.device
-            )
+            cls = detector_class(spec.type)
+            self.detectors[key] = cls(spec.settings, base_dir=Path(self.policy.source).parent, device=self.opts.device)
         return self.detectors[key]
 
     # -- images and outcomes -------------------------------------------------------------
@@ -166,8 +164,6 @@ class Check:
     def outcomes(
         self, side: str, side_identity: dict[str, Any], pipe, c: ConceptPolicy, jobs: list[Job]
     ) -> list[Outcome]:
-        det = self.detector(c)
-        det_id = c.detector.key()
         keys = [self._image_key(side_identity, j) for j in jobs]
         found: dict[int, tuple[Any, dict]] = {}
         for i, k in enumerate(keys):
@@ -185,22 +181,27 @@ class Check:
                 found[i] = (im, {"scores": {}})
             done += len(idx)
             tick(done)
+
         # scores, per detector and label, cached with the image
-        out: list[Outcome] = []
-        by_label: dict[str, list[int]] = defaultdict(list)
+        def score_key(j: Job) -> str:
+            return f"{c.detector_for(j.group).key()}:{j.label}"
+
+        todo_scores: dict[str, list[int]] = defaultdict(list)
         for i, j in enumerate(jobs):
-            if f"{det_id}:{j.label}" not in found[i][1].get("scores", {}):
-                by_label[j.label].append(i)
+            if score_key(j) not in found[i][1].get("scores", {}):
+                todo_scores[score_key(j)].append(i)
         t0 = time.perf_counter()
-        for label, idx in by_label.items():
-            scores, present = det.score([found[i][0] for i in idx], label)
+        for sk, idx in todo_scores.items():
+            j0 = jobs[idx[0]]
+            scores, present = self.detector(c.detector_for(j0.group)).score([found[i][0] for i in idx], j0.label)
             for i, sc, pr in zip(idx, scores, present, strict=True):
                 info = found[i][1]
-                info.setdefault("scores", {})[f"{det_id}:{label}"] = [float(sc), bool(pr)]
+                info.setdefault("scores", {})[sk] = [float(sc), bool(pr)]
                 self.cache.put(keys[i], found[i][0], info)
         self.timings["detect"] += time.perf_counter() - t0
+        out: list[Outcome] = []
         for i, j in enumerate(jobs):
-            sc, pr = found[i][1]["scores"][f"{det_id}:{j.label}"]
+            sc, pr = found[i][1]["scores"][score_key(j)]
             out.append(Outcome(j, sc, pr, found[i][0]))
         return out
 
@@ -232,9 +233,9 @@ class Check:
         ckpt_id = self.identities["checkpoint"]
         all_jobs = {c.name: jobs_for(self.policy, c) for c in self.concepts}
         for c in self.concepts:
-            self.detector(c).check_label(c.name)
+            self.detector(c.detector).check_label(c.name)
             for r in c.retained:
-                self.detector(c).check_label(r)
+                self.detector(c.detector_for("retained")).check_label(r)
         base = {
             c.name: self.outcomes("baseline", {"checkpoint": ckpt_id}, self.pipe, c, all_jobs[c.name])
             for c in self.concepts

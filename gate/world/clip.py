@@ -44,14 +44,18 @@ def write_config(folder: Path) -> None:
 
 # zero-shot label sets: label -> the texts whose mean feature stands for it
 def object_texts() -> dict[str, list[str]]:
-    out = {s: [f"a {w}" for w in syns] for s, syns in C.SHAPES.items()}
+    from gate.world.data import fix_articles
+
+    out = {s: [fix_articles(f"a {w}") for w in syns] for s, syns in C.SHAPES.items()}
     out.update({n: list(syns) for n, syns in C.IDENTITIES.items()})
-    out.update({n: [f"a {w}" for w in syns] for n, syns in C.UNSAFE.items()})
+    out.update({n: [fix_articles(f"a {w}") for w in syns] for n, syns in C.UNSAFE.items()})
     return out
 
 
 def color_texts() -> dict[str, list[str]]:
-    return {c: [f"a {w} shape" for w in syns] for c, syns in C.COLORS.items()}
+    from gate.world.data import fix_articles
+
+    return {c: [fix_articles(f"a {w} shape") for w in syns] for c, syns in C.COLORS.items()}
 
 
 def texture_texts() -> dict[str, list[str]]:
