@@ -37,7 +37,7 @@ def _world_dir(args: argparse.Namespace) -> Path:
 def cmd_world_build(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gate.world.build import build
+    from gate.world.build import STAGES, build
     from gate.world.clip import ASSETS
     from gate.world.train import BuildConfig
 
@@ -48,7 +48,15 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else ASSETS
     console.print(f"building the small world into {out} (seed {cfg.seed}, {cfg.threads} threads)")
     eval_kwargs = {} if args.scale == 1.0 else {"n_clip": 100, "n_per_concept": 4}
-    record = build(out, cfg, console=console, evaluate=not args.no_eval, eval_kwargs=eval_kwargs)
+    stages = tuple(s.strip() for s in args.stages.split(",")) if args.stages else STAGES
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise BadInput(f"--stages {args.stages!r}: stages are {', '.join(STAGES)}")
+    if set(stages) != set(STAGES) and not (out / "build.json").is_file():
+        raise BadInput(f"--stages: the other stages are taken from the world in {out}, and there is none")
+    record = build(
+        out, cfg, console=console, evaluate=not args.no_eval, eval_kwargs=eval_kwargs, stages=stages, reuse_from=out
+    )
     console.print(f"wrote {out}/MODEL_CARD.md; stage times (s): {record['timings_s']}")
     if "quality" in record:
         print(json.dumps({k: record["quality"][k] for k in ("clip_accuracy", "sd_fidelity", "images_per_second")}))
@@ -329,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--scale", type=float, default=1.0, help="scale every step count (e.g. 0.01 for a smoke run)")
     b.add_argument("--no-eval", action="store_true", help="skip the quality measurement")
+    b.add_argument("--stages", help="retrain only these stages (vae,clip,sd), reusing the others from --out")
     b.set_defaults(func=cmd_world_build)
 
     e = wsub.add_parser("eval", help="measure CLIP accuracy, SD fidelity and throughput afresh")

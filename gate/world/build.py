@@ -58,9 +58,34 @@ def save_clip(folder: Path, model) -> None:
     save_file(state, str(folder / CLIP_WEIGHTS), metadata={"format": "pt"})
 
 
+STAGES = ("vae", "clip", "sd")
+
+
+def _reuse(world: Path, stage: str):
+    """Loads a stage's trained model from an existing world folder."""
+    from gate.pipeline import load_pipeline
+
+    if stage == "clip":
+        from gate.world.clip import WorldCLIP
+
+        return WorldCLIP(world / CLIP_SUBDIR).model
+    pipe = load_pipeline(world / SD_SUBDIR)
+    return pipe.vae if stage == "vae" else (pipe.unet, pipe.text_encoder)
+
+
 def build(
-    out: Path, cfg: BuildConfig, *, console=None, evaluate: bool = True, eval_kwargs: dict | None = None
+    out: Path,
+    cfg: BuildConfig,
+    *,
+    console=None,
+    evaluate: bool = True,
+    eval_kwargs: dict | None = None,
+    stages: tuple[str, ...] = STAGES,
+    reuse_from: Path | None = None,
 ) -> dict[str, Any]:
+    """Builds the world into ``out``. With ``stages`` a subset of STAGES, the other stages'
+    models are taken from ``reuse_from`` (stages are independent given the seed: each seeds its
+    own generators), and their recorded timings are carried over from its build.json."""
     import numpy as np
     import torch
     from rich.progress import (
@@ -109,17 +134,30 @@ def build(
         images = np.stack([s.image for s in samples])
         timings["render"] = time.perf_counter() - t0
 
+        previous: dict[str, Any] = {}
+        if set(stages) != set(STAGES):
+            if reuse_from is None:
+                raise ValueError("rebuilding only some stages needs reuse_from (an existing world)")
+            previous = json.loads((Path(reuse_from) / "build.json").read_text())
         t0 = time.perf_counter()
-        vae = T.train_vae(images, cfg, bar)
+        vae = T.train_vae(images, cfg, bar) if "vae" in stages else _reuse(Path(reuse_from or out), "vae")
         timings["vae"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        clip_model = T.train_clip(samples, images, cfg, bar)
+        clip_model = (
+            T.train_clip(samples, images, cfg, bar) if "clip" in stages else _reuse(Path(reuse_from or out), "clip")
+        )
         timings["clip"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        latents = T.encode_latents(vae, images)
         tokenizer = make_tokenizer(M.TEXT_MAX_LENGTH)
-        unet, text_encoder = T.train_sd(samples, latents, tokenizer, cfg, bar)
+        if "sd" in stages:
+            latents = T.encode_latents(vae, images)
+            unet, text_encoder = T.train_sd(samples, latents, tokenizer, cfg, bar)
+        else:
+            unet, text_encoder = _reuse(Path(reuse_from or out), "sd")
         timings["sd"] = time.perf_counter() - t0
+        for stage in STAGES:
+            if stage not in stages:
+                timings[stage] = previous["timings_s"][stage]
 
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
@@ -130,6 +168,7 @@ def build(
         "config": dataclasses.asdict(cfg),
         "data_seed": cfg.seed,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "stages_rebuilt": list(stages),
         "libraries": library_versions(),
         "parameters": {
             "unet": sum(p.numel() for p in unet.parameters()),

@@ -30,7 +30,11 @@ def write_card(folder: Path, record: dict[str, Any]) -> Path:
         + ", ".join(f"{k} {v:,}" for k, v in record["parameters"].items())
         + ".",
         "",
-        "Wall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in record["timings_s"].items()) + ".",
+        "Wall time per stage (s), 2 CPU threads: "
+        + ", ".join(f"{k} {v}" for k, v in record["timings_s"].items())
+        + f" (total {sum(record['timings_s'].values()) / 60:.1f} min). Stages trained in the last run: "
+        + ", ".join(record.get("stages_rebuilt", ["vae", "clip", "sd"]))
+        + "; the times of the others are those recorded when they were trained.",
         "",
         "Libraries: " + ", ".join(f"{k} {v}" for k, v in record["libraries"].items()) + ".",
     ]

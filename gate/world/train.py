@@ -133,23 +133,55 @@ def train_vae(images: np.ndarray, cfg: BuildConfig, progress: Progress = _quiet_
 # the concept detector: a small open_clip CLIP
 
 
-def clip_caption(sample: data.Sample, rng: np.random.Generator) -> str:
-    """A caption for contrastive training. About half are the full training caption; the
-    rest name one object partly ("a circle", "a red shape", "a striped shape", "zorb"), so the
-    text tower learns the short concept texts that zero-shot detection asks about."""
+def object_facts(obj: data.WorldObject) -> set[tuple[str, ...]]:
+    """What can truthfully be said of one object, as keys a caption may require."""
+    if obj.kind != "shape":
+        return {("type", obj.type)}
+    s, c, t = obj.type, obj.color or "", obj.texture
+    return {("type", s), ("color", c), ("texture", t), ("type", s, "color", c), ("type", s, "texture", t),
+            ("color", c, "texture", t), ("type", s, "color", c, "texture", t)}  # fmt: skip
+
+
+def image_facts(sample: data.Sample) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    for o in sample.objects:
+        out |= object_facts(o)
+    return out
+
+
+def _full_key(obj: data.WorldObject) -> tuple[str, ...]:
+    if obj.kind != "shape":
+        return ("type", obj.type)
+    if obj.texture == "solid":
+        return ("type", obj.type, "color", obj.color or "")
+    return ("type", obj.type, "color", obj.color or "", "texture", obj.texture)
+
+
+def clip_caption(sample: data.Sample, rng: np.random.Generator) -> tuple[str, list[tuple[str, ...]]]:
+    """A caption for contrastive training and the facts it requires of an image. About half are
+    the full training caption; the rest name one object partly ("a circle", "a red shape",
+    "a striped shape", "zorb"), so the text tower learns the short concept texts that zero-shot
+    detection asks about."""
     if rng.random() < 0.45:
-        return sample.caption
+        return sample.caption, [_full_key(o) for o in sample.objects]
     obj = sample.objects[int(rng.integers(len(sample.objects)))]
     if obj.kind == "identity":
-        return data._pick(rng, C.IDENTITIES[obj.type])
+        return data._pick(rng, C.IDENTITIES[obj.type]), [("type", obj.type)]
     if obj.kind == "unsafe":
-        return data.fix_articles("a " + data._pick(rng, C.UNSAFE[obj.type]))
+        return data.fix_articles("a " + data._pick(rng, C.UNSAFE[obj.type])), [("type", obj.type)]
     assert obj.color is not None
     s = data._pick(rng, C.SHAPES[obj.type])
     c = data._pick(rng, C.COLORS[obj.color])
     t = data._pick(rng, C.TEXTURES[obj.texture]) if obj.texture != "solid" else data._pick(rng, C.SOLID_WORDS)
-    options = [f"a {s}", f"a {c} shape", f"a {t} shape", f"a {c} {s}", f"a {t} {s}"]
-    return data.fix_articles(data._pick(rng, options))
+    options = [
+        (f"a {s}", ("type", obj.type)),
+        (f"a {c} shape", ("color", obj.color)),
+        (f"a {t} shape", ("texture", obj.texture)),
+        (f"a {c} {s}", ("type", obj.type, "color", obj.color)),
+        (f"a {t} {s}", ("type", obj.type, "texture", obj.texture)),
+    ]
+    text, key = options[int(rng.integers(len(options)))]
+    return data.fix_articles(text), [key]
 
 
 def clip_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -197,16 +229,18 @@ def train_clip(
         for g in opt.param_groups:
             g["lr"] = cfg.clip_lr * cosine_lr(step, cfg.clip_steps)
         idx = rng.integers(0, len(samples), cfg.clip_batch)
-        captions = [clip_caption(samples[i], rng) for i in idx]
+        pairs = [clip_caption(samples[i], rng) for i in idx]
         x = clip_normalize(_augment(images_to_tensor(images[idx]), gen))
-        img_f, txt_f, scale = model(x, tokenizer(captions))
+        img_f, txt_f, scale = model(x, tokenizer([t for t, _ in pairs]))
         logits = scale * img_f @ txt_f.t()
-        # identical captions in a batch are all positives (soft targets), not false negatives
-        _, inv = np.unique(np.array(captions), return_inverse=True)
-        inv_t = torch.from_numpy(inv)
-        same = (inv_t[:, None] == inv_t[None, :]).float()
-        target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+        # a caption is a positive for every image in the batch it truthfully describes (ground
+        # truth labels), not only for its own image: "a circle" matches every image with a circle
+        facts = [image_facts(samples[i]) for i in idx]
+        match = torch.tensor([[all(k in f for k in keys) for _, keys in pairs] for f in facts], dtype=torch.float32)
+        loss = 0.5 * (
+            F.cross_entropy(logits, match / match.sum(1, keepdim=True))
+            + F.cross_entropy(logits.t(), match.t() / match.t().sum(1, keepdim=True))
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
