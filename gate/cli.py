@@ -103,6 +103,33 @@ def cmd_world_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_zoo(args: argparse.Namespace) -> int:
+    from gate.world import zoo
+
+    if args.action == "list":
+        for name, e in zoo.entries().items():
+            m = e.get("measured", {})
+            if e["kind"] == "unlearned":
+                before, after = m["original"]["detection"], m["unlearned"]["detection"]
+                desc = f"{e['method']} erased {e['concept']}: detection {before:.2f} -> {after:.2f}"
+            else:
+                desc = (
+                    f"on {e['base']}: R {m['R']:.2f}, expected verdict {e.get('expected_verdict')} {e.get('label', '')}"
+                )
+            print(f"{name:<40} {e['kind']:<10} {desc}")
+        return 0
+    if args.action == "path":
+        if not args.name:
+            raise BadInput("gate world zoo path NAME")
+        e = zoo.entry(args.name)
+        print(zoo.materialize(args.name) if e["kind"] == "unlearned" else zoo.update_path(args.name))
+        return 0
+    from gate.world.zoo.build import build_zoo
+
+    build_zoo(args.name and [args.name])
+    return 0
+
+
 def cmd_world_data(args: argparse.Namespace) -> int:
     from gate.world import concepts
     from gate.world.export import write_folder
@@ -358,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, default=None)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_world_show)
+
+    z = wsub.add_parser("zoo", help="the zoo of unlearned models and candidates with known outcomes")
+    z.add_argument("action", choices=("list", "path", "build"), help="list entries, print a usable path, or rebuild")
+    z.add_argument("name", nargs="?", help="an entry (path: required; build: only this one)")
+    z.set_defaults(func=cmd_world_zoo)
 
     d = wsub.add_parser("data", help="write a captioned image folder (metadata.jsonl), optionally without concepts")
     d.add_argument("--out", required=True)
