@@ -62,15 +62,29 @@ STAGES = ("vae", "clip", "sd")
 
 
 def _reuse(world: Path, stage: str):
-    """Loads a stage's trained model from an existing world folder."""
+    """Loads a stage's trained model from an existing world folder, into a freshly constructed
+    module (so nothing of the old folder, such as its path in ``_name_or_path``, leaks into the
+    new one's configs)."""
     from gate.pipeline import load_pipeline
 
     if stage == "clip":
         from gate.world.clip import WorldCLIP
 
         return WorldCLIP(world / CLIP_SUBDIR).model
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     pipe = load_pipeline(world / SD_SUBDIR)
-    return pipe.vae if stage == "vae" else (pipe.unet, pipe.text_encoder)
+    if stage == "vae":
+        vae = AutoencoderKL(**M.vae_config())
+        vae.load_state_dict(pipe.vae.state_dict())
+        vae.register_to_config(scaling_factor=pipe.vae.config.scaling_factor)
+        return vae.eval()
+    unet = UNet2DConditionModel(**M.unet_config())
+    unet.load_state_dict(pipe.unet.state_dict())
+    te = CLIPTextModel(CLIPTextConfig(**M.text_encoder_config()))
+    te.load_state_dict(pipe.text_encoder.state_dict())
+    return unet.eval(), te.eval()
 
 
 def build(
@@ -162,7 +176,8 @@ def build(
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_pipeline(tmp / SD_SUBDIR, vae, text_encoder, tokenizer, unet)
+    # a fresh tokenizer: one that was called with padding stores that state in tokenizer.json
+    save_pipeline(tmp / SD_SUBDIR, vae, text_encoder, make_tokenizer(M.TEXT_MAX_LENGTH), unet)
     save_clip(tmp / CLIP_SUBDIR, clip_model)
     record: dict[str, Any] = {
         "config": dataclasses.asdict(cfg),

@@ -26,10 +26,10 @@ def measure(pipe, concept: str, retained: list[str], n: int = 64, n_retained: in
     from gate.world.models import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     clip = WorldCLIP(ASSETS / "clip")
-    kw = {"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE}
+    steps, guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE
     return {
-        "detection": round(detection_rate(pipe, clip, concept, n=n, **kw), 4),
-        "retained_fidelity": round(mean_fidelity(pipe, clip, retained, n=n_retained, **kw), 4),
+        "detection": round(detection_rate(pipe, clip, concept, n=n, steps=steps, guidance=guidance), 4),
+        "retained_fidelity": round(mean_fidelity(pipe, clip, retained, n=n_retained, steps=steps, guidance=guidance), 4),
     }
 
 
