@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from gate.detectors.clip import ZeroShotCLIP
 from gate.world import concepts as C
 from gate.world.models import CLIP_CONFIG, CLIP_MODEL_NAME
 
@@ -75,12 +74,11 @@ def label_texts(kind: str) -> dict[str, list[str]]:
     raise KeyError(kind)
 
 
-class WorldCLIP:
+class WorldCLIP(ZeroShotCLIP):
     """The world's open_clip model with zero-shot helpers. Device and dtype are explicit."""
 
     def __init__(self, folder: Path | str = CLIP_DIR, device: str = "cpu") -> None:
         import open_clip
-        import torch
 
         folder = Path(folder)
         weights = folder / CLIP_WEIGHTS
@@ -90,46 +88,4 @@ class WorldCLIP:
         model, _, preprocess = open_clip.create_model_and_transforms(
             CLIP_MODEL_NAME, pretrained=str(weights), device=device
         )
-        self.model = model.eval()
-        self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(CLIP_MODEL_NAME)
-        self.device = device
-        self._torch = torch
-        self._text_cache: dict[tuple[str, ...], Any] = {}
-
-    def image_features(self, images: Sequence[Any], batch: int = 256):
-        """L2-normalised features of PIL images, through the model's own preprocess."""
-        torch = self._torch
-        feats = []
-        with torch.no_grad():
-            for i in range(0, len(images), batch):
-                x = torch.stack([self.preprocess(im) for im in images[i : i + batch]]).to(self.device)
-                f = self.model.encode_image(x)
-                feats.append(f / f.norm(dim=-1, keepdim=True))
-        return torch.cat(feats)
-
-    def text_features(self, texts: Sequence[str]):
-        key = tuple(texts)
-        if key not in self._text_cache:
-            with self._torch.no_grad():
-                f = self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
-            self._text_cache[key] = f / f.norm(dim=-1, keepdim=True)
-        return self._text_cache[key]
-
-    def label_features(self, labels: Mapping[str, Sequence[str]]):
-        torch = self._torch
-        feats = []
-        for texts in labels.values():
-            f = self.text_features(list(texts)).mean(0)
-            feats.append(f / f.norm())
-        return torch.stack(feats)
-
-    def probabilities(self, image_feats, labels: Mapping[str, Sequence[str]]):
-        """Softmax over the labels, with the model's learned temperature."""
-        scale = self.model.logit_scale.exp()
-        return (scale * image_feats @ self.label_features(labels).t()).softmax(-1)
-
-    def classify(self, images: Sequence[Any], labels: Mapping[str, Sequence[str]]) -> list[str]:
-        names = list(labels)
-        probs = self.probabilities(self.image_features(images), labels)
-        return [names[i] for i in probs.argmax(-1).tolist()]
+        super().__init__(model, preprocess, open_clip.get_tokenizer(CLIP_MODEL_NAME), device=device)

@@ -27,10 +27,9 @@ def measure(pipe, concept: str, retained: list[str], n: int = 64, n_retained: in
 
     clip = WorldCLIP(ASSETS / "clip")
     steps, guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE
-    return {
-        "detection": round(detection_rate(pipe, clip, concept, n=n, steps=steps, guidance=guidance), 4),
-        "retained_fidelity": round(mean_fidelity(pipe, clip, retained, n=n_retained, steps=steps, guidance=guidance), 4),
-    }
+    a = detection_rate(pipe, clip, concept, n=n, steps=steps, guidance=guidance)
+    f = mean_fidelity(pipe, clip, retained, n=n_retained, steps=steps, guidance=guidance)
+    return {"detection": round(a, 4), "retained_fidelity": round(f, 4)}
 
 
 def retained_for(concept: str) -> list[str]:
