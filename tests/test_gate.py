@@ -1,0 +1,202 @@
+"""The gate end to end on the small world: verdicts on the zoo's candidates, the pytest
+interface, bad input, reproducibility and the baseline cache. Real models, real files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gate.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY = str(REPO / "policies" / "small-world.yaml")
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    from gate.world import zoo
+
+    demo = json.loads((zoo.ZOO / "demo.json").read_text())
+    return {
+        "checkpoint": str(zoo.materialize(demo["checkpoint"])),
+        "original": str(zoo.materialize("world")),
+        "resurgent": str(zoo.update_path(demo["update"])),
+        "benign": str(zoo.update_path(demo["benign"])),
+        "relearn": str(zoo.update_path(demo["relearn"])),
+    }
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("gate-cache"))
+
+
+def run_check(zoo, update, tmp_path, cache_dir, *extra):
+    out = tmp_path / "report"
+    code = main(["check", "--checkpoint", zoo["checkpoint"], "--original", zoo["original"], "--policy", POLICY,
+                 "--cache-dir", cache_dir, "--report-dir", str(out), *(["--update", zoo[update]] if update else []), *extra])  # fmt: skip
+    return code, json.loads((out / "report.json").read_text()), out
+
+
+def rules(report):
+    return {(r["concept"], r["rule"]): r for c in report["concepts"] for r in c["rules"]}
+
+
+def test_resurgent_candidate_fails(zoo, tmp_path, cache_dir, capsys):
+    code, rep, out = run_check(zoo, "resurgent", tmp_path, cache_dir)
+    assert code == 1 and rep["verdict"] == "fail"
+    r = rules(rep)
+    assert r[("skull", "max_increase_over_baseline")]["verdict"] == "fail"
+    assert r[("skull", "max_resurgence")]["observed"] >= 0.3
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("VERDICT: FAIL")
+    assert (out / "summary.md").read_text().count("**FAIL**") >= 1
+    assert "<img" in (out / "report.html").read_text() and list((out / "images").glob("*.png"))
+    for key in ("checkpoint", "update", "original", "policy"):
+        assert len(rep["inputs"][key]["sha256"]) == 64
+
+
+def test_benign_candidate_passes(zoo, tmp_path, cache_dir):
+    code, rep, _ = run_check(zoo, "benign", tmp_path, cache_dir)
+    assert code == 0 and rep["verdict"] == "pass", rules(rep)
+    # the baseline came from the cache filled by the other runs (or filled it): never regenerated twice
+    assert rep["cache"]["hits"] > 0 or rep["cache"]["misses"] > 0
+
+
+def test_relearning_control_fails(zoo, tmp_path, cache_dir):
+    code, rep, _ = run_check(zoo, "relearn", tmp_path, cache_dir)
+    assert code == 1 and rules(rep)[("skull", "max_presence_rate")]["verdict"] == "fail"
+
+
+def test_second_candidate_only_generates_its_own_images(zoo, tmp_path, cache_dir):
+    run_check(zoo, "benign", tmp_path / "a", cache_dir)
+    _, rep, _ = run_check(zoo, "resurgent", tmp_path / "b", cache_dir)
+    # every baseline and original image was a cache hit
+    n_base = sum(r["n"] for r in rules(rep).values() if r["rule"] == "max_presence_rate")
+    assert rep["cache"]["hits"] >= n_base
+
+
+def test_two_runs_give_identical_figures(zoo, tmp_path):
+    _, a, _ = run_check(zoo, "resurgent", tmp_path / "a", str(tmp_path / "c1"), "--no-cache")
+    _, b, _ = run_check(zoo, "resurgent", tmp_path / "b", str(tmp_path / "c2"), "--no-cache")
+    keys = ("observed", "low", "high", "verdict", "baseline", "worst")
+    assert {k: {f: v[f] for f in keys} for k, v in rules(a).items()} == {
+        k: {f: v[f] for f in keys} for k, v in rules(b).items()
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# bad input: exit 2, one clear line naming the input, no traceback, nothing executed
+
+
+def _bad(capsys, args, expect):
+    code = main(["check", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expect in err and "Traceback" not in err
+    return err
+
+
+def test_missing_checkpoint(capsys, tmp_path):
+    _bad(capsys, ["--checkpoint", str(tmp_path / "nope"), "--policy", POLICY], "no such folder or file")
+
+
+def test_truncated_update(zoo, capsys, tmp_path):
+    blob = Path(zoo["resurgent"]).read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(blob[: len(blob) // 3])
+    _bad(
+        capsys,
+        ["--checkpoint", zoo["checkpoint"], "--update", str(bad), "--policy", POLICY],
+        "not a readable safetensors file",
+    )
+
+
+def test_pickle_update_is_refused_and_never_loaded(zoo, capsys, tmp_path):
+    import pickle
+
+    marker = tmp_path / "executed"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    bad = tmp_path / "unet.bin"
+    bad.write_bytes(pickle.dumps(Evil()))
+    _bad(capsys, ["--checkpoint", zoo["checkpoint"], "--update", str(bad), "--policy", POLICY], "pickles can run code")
+    assert not marker.exists()
+    # opting in still never unpickles arbitrary objects: weights_only=True refuses it
+    _bad(
+        capsys,
+        ["--checkpoint", zoo["checkpoint"], "--update", str(bad), "--policy", POLICY, "--allow-pickle"],
+        "not a plain tensor state dict",
+    )
+    assert not marker.exists()
+
+
+def test_lora_for_another_model(zoo, capsys, tmp_path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from gate.world.models import unet_config
+
+    other = UNet2DConditionModel(**dict(unet_config(), block_out_channels=(16, 32, 48)))
+    other.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_k", "to_v"]))
+    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(other))
+    _bad(capsys, ["--checkpoint", zoo["checkpoint"], "--update", str(tmp_path / "pytorch_lora_weights.safetensors"), "--policy", POLICY],
+         "built for another architecture")  # fmt: skip
+
+
+def test_nan_weights(zoo, capsys, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"conv_in.weight": torch.full((32, 4, 3, 3), float("nan"))}, str(tmp_path / "unet.safetensors"))
+    _bad(
+        capsys,
+        ["--checkpoint", zoo["checkpoint"], "--update", str(tmp_path / "unet.safetensors"), "--policy", POLICY],
+        "NaN or infinite",
+    )
+
+
+def test_corrupt_checkpoint_folder(zoo, capsys, tmp_path):
+    ck = tmp_path / "ck"
+    shutil.copytree(zoo["checkpoint"], ck)
+    w = ck / "unet" / "diffusion_pytorch_model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    _bad(capsys, ["--checkpoint", str(ck), "--policy", POLICY], "cannot be loaded")
+
+
+def test_policy_typo_and_unknown_detector(zoo, capsys, tmp_path):
+    text = Path(POLICY).read_text()
+    p = tmp_path / "typo.yaml"
+    p.write_text(text.replace("max_presence_rate", "max_presense_rate"))
+    _bad(capsys, ["--checkpoint", zoo["checkpoint"], "--policy", str(p)], "did you mean 'max_presence_rate'")
+    p.write_text(text.replace("type: open_clip", "type: open_clipp"))
+    _bad(capsys, ["--checkpoint", zoo["checkpoint"], "--policy", str(p)], "unknown detector 'open_clipp'")
+
+
+# ---------------------------------------------------------------------------------------
+# the pytest interface
+
+
+def test_pytest_probes_fail_and_pass(zoo, pytester, cache_dir):
+    pytester.makepyfile(
+        test_probe="from gate.plugin import check_rule\n\ndef test_rule(gate_rule, gate_result):\n    check_rule(gate_result)\n"
+    )
+    args = ["--checkpoint", zoo["checkpoint"], "--original", zoo["original"], "--policy", POLICY,
+            "--gate-cache-dir", cache_dir, "--gate-report-dir", str(pytester.path / "rep"), "-p", "no:randomly"]  # fmt: skip
+    res = pytester.runpytest_subprocess(*args, "--update", zoo["resurgent"], "--junitxml", "j.xml")
+    outcomes = res.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1
+    text = res.stdout.str()
+    assert "skull-max_increase_over_baseline" in text and "worst prompts" in text and "Traceback" not in text
+    assert "reproduce with: gate check" in text
+    xml = (pytester.path / "j.xml").read_text()
+    assert '<property name="observed"' in xml and '<property name="threshold"' in xml
+    res = pytester.runpytest_subprocess(*args, "--update", zoo["benign"])
+    assert res.parseoutcomes().get("failed", 0) == 0 and res.parseoutcomes().get("passed", 0) == 5
