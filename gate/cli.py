@@ -299,6 +299,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from gate.runner import Check, CheckOptions, default_inputs
 
     console = Console(stderr=True)
+    if not console.is_terminal:  # CI logs: do not squeeze the summary table into 80 columns
+        console = Console(stderr=True, width=160)
     checkpoint, update, original, policy = args.checkpoint, args.update, args.original, args.policy
     if checkpoint is None:
         checkpoint, d_update, d_original, d_policy = default_inputs()

@@ -113,14 +113,10 @@ def finetune(
     out = Path(out)
     saved: list[str] = []
     losses: list[float] = []
-    tok = pipe.tokenizer
     for step in range(1, cfg.steps + 1):
         idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=gen)
         x0, prompts = data.batch(idx)
-        ids = tok(
-            list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        cond = te(ids)[0]
+        cond = te(sd.prompt_ids(pipe, prompts))[0]  # with gradient when the text encoder trains
         loss = sd.ddpm_loss(pipe, unet, x0, cond, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -62,28 +62,30 @@ def cross_attention_kv(unet: torch.nn.Module, with_k: bool = True) -> dict[str, 
     return out
 
 
+def prompt_ids(pipe, prompts: Sequence[str]) -> torch.Tensor:
+    """Token ids padded to the tokenizer's length, as the pipeline pads them."""
+    tok = pipe.tokenizer(
+        list(prompts),
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return tok.input_ids.to(pipe.text_encoder.device)
+
+
 @torch.no_grad()
 def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
-    """Text-encoder hidden states, padded to the tokenizer's length, as the pipeline does."""
-    tok = pipe.tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+    """Text-encoder hidden states of the prompts (no gradient)."""
+    return pipe.text_encoder(prompt_ids(pipe, prompts))[0]
 
 
-def encode_with_grad(pipe, prompts: Sequence[str]) -> torch.Tensor:
-    tok = pipe.tokenizer(
-        list(prompts),
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+def trainable(unet: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> None:
+    """Freezes ``unet`` but ``params``, and puts it in training mode."""
+    unet.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    unet.train()
 
 
 def token_count(pipe, prompt: str) -> int:

@@ -52,7 +52,7 @@ class EraseDiff(Method):
         forget, retain = data["forget"], data["retain"]
         gen = torch.Generator().manual_seed(request.seed)
         params = sd.select_parameters(unet, cfg.train_method)
-        L.trainable(unet, params)
+        sd.trainable(unet, params)
         opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
         steps = L.steps_for(cfg.epochs, len(forget), cfg.batch_size)
         tick = progress(f"erasediff: erase {request.concepts[0]!r}", steps)

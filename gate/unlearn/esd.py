@@ -58,10 +58,7 @@ class ESDX(Method):
         unet = pipe.unet
         frozen = copy.deepcopy(unet).requires_grad_(False).eval()
         params = sd.select_parameters(unet, cfg.train_method)
-        unet.requires_grad_(False)
-        for p in params.values():
-            p.requires_grad_(True)
-        unet.train()
+        sd.trainable(unet, params)
         opt = torch.optim.Adam(list(params.values()), lr=cfg.lr)
         gen = torch.Generator().manual_seed(request.seed)
         uncond = sd.encode_prompts(pipe, [""] * cfg.batch_size)

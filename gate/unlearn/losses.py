@@ -63,10 +63,3 @@ def global_threshold(scores: dict[str, torch.Tensor], keep_fraction: float, gen:
     if flat.numel() > 16_000_000:
         flat = flat[torch.randint(0, flat.numel(), (4_000_000,), generator=gen)]
     return float(torch.quantile(flat.float(), 1.0 - keep_fraction))
-
-
-def trainable(unet, params: dict[str, torch.nn.Parameter]) -> None:
-    unet.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
-    unet.train()

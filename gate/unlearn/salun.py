@@ -47,7 +47,7 @@ class SalUn(Method):
         forget, retain = data["forget"], data["retain"]
         gen = torch.Generator().manual_seed(request.seed)
         params = sd.select_parameters(unet, cfg.train_method)
-        L.trainable(unet, params)
+        sd.trainable(unet, params)
         grads = L.accumulate_abs_grads(
             pipe, unet, params, forget, max(1, len(forget) // cfg.batch_size), cfg.batch_size, gen
         )

@@ -46,10 +46,7 @@ class SDD(Method):
         student = pipe.unet
         teacher = copy.deepcopy(student).requires_grad_(False).eval()
         params = sd.select_parameters(student, cfg.train_method)
-        student.requires_grad_(False)
-        for p in params.values():
-            p.requires_grad_(True)
-        student.train()
+        sd.trainable(student, params)
         opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
         t_params = dict(teacher.named_parameters())
         gen = torch.Generator().manual_seed(request.seed)

@@ -67,7 +67,7 @@ class SHS(Method):
         forget, retain = data["forget"], data["retain"]
         gen = torch.Generator().manual_seed(request.seed)
         params = sd.select_parameters(unet, cfg.train_method)
-        L.trainable(unet, params)
+        sd.trainable(unet, params)
         grads = L.accumulate_abs_grads(pipe, unet, params, forget, cfg.prune_num, cfg.batch_size, gen)
         scores = {k: (params[k].detach() * g).abs() for k, g in grads.items()}
         thr = L.global_threshold(scores, 1.0 - cfg.sparsity, gen)
