@@ -57,3 +57,20 @@ def test_world_show_writes_png(tmp_path, world_dir, capsys):
     assert main(["world", "show", "--out", str(out), "--n", "2", "--steps", "2"]) == 0
     im = Image.open(out)
     assert im.size[1] == len(C.all_concepts()) * (32 * 3 + 2)
+
+
+def test_world_data_require_with_masks(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "forget"
+    assert main(["world", "data", "--require", "skull", "--masks", "--n", "12", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert all("skull" in r["labels"]["concepts"] for r in rows)
+    for r in rows:
+        m = Image.open(out / r["mask_file"])
+        assert m.size == (32, 32) and 10 < sum(v > 0 for v in m.getdata()) < 32 * 32
+
+
+def test_world_build_rejects_unknown_stage(capsys, tmp_path):
+    assert main(["world", "build", "--stages", "unet", "--out", str(tmp_path)]) == 2
+    assert "stages are vae, clip, sd" in capsys.readouterr().err
