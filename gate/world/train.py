@@ -43,8 +43,6 @@ class BuildConfig:
     sd_steps: int = 3000
     sd_batch: int = 64
     sd_lr: float = 1e-3
-    sd_min_snr_gamma: float = 5.0
-    sd_ema_decay: float = 0.999
     caption_dropout: float = 0.1  # empty prompts, for classifier-free guidance
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,8 +62,6 @@ class BuildConfig:
             sd_steps=max(2, int(self.sd_steps * factor)),
             sd_batch=min(self.sd_batch, 16),
             sd_lr=self.sd_lr,
-            sd_min_snr_gamma=self.sd_min_snr_gamma,
-            sd_ema_decay=self.sd_ema_decay,
             caption_dropout=self.caption_dropout,
         )
 
@@ -302,8 +298,6 @@ def train_sd(
     ).input_ids
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     mean, std = latents
-    alphas_bar = noise_sched.alphas_cumprod
-    ema = [p.detach().clone() for p in params]
     unet.train()
     text_encoder.train()
     tick = progress("UNet + text encoder", cfg.sd_steps)
@@ -319,24 +313,12 @@ def train_sd(
         noise = torch.randn(z0.shape, generator=gen)
         zt = noise_sched.add_noise(z0, noise, t)
         cond = text_encoder(ids).last_hidden_state
-        per_sample = F.mse_loss(unet(zt, t, cond).sample, noise, reduction="none").mean(dim=(1, 2, 3))
-        # Min-SNR-gamma weighting (Hang et al. 2023): caps the weight of low-noise steps, which
-        # otherwise dominate the epsilon loss; faster convergence at the same step count
-        snr = alphas_bar[t] / (1 - alphas_bar[t])
-        loss = (per_sample * torch.clamp(snr, max=cfg.sd_min_snr_gamma) / snr).mean()
+        loss = F.mse_loss(unet(zt, t, cond).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        # exponential moving average of the weights (with warm-up); the EMA is what is shipped
-        decay = min(cfg.sd_ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema, params, strict=True):
-                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
         tick(step, {"loss": loss.item()})
-    with torch.no_grad():
-        for e, p in zip(ema, params, strict=True):
-            p.copy_(e)
     unet.eval()
     text_encoder.eval()
     return unet, text_encoder
