@@ -329,7 +329,7 @@ def worst_examples(rule: str, base: list[Outcome], cand: list[Outcome], k: int =
 
 def default_inputs() -> tuple[str, str | None, str | None, str]:
     """(checkpoint, update, original, policy) of the small-world demo: the zoo's unlearned model
-    and its resurgent candidate (materialised from the zoo's deltas on first use)."""
+    and the candidate named in the zoo's demo.json (materialised from the zoo's deltas on first use)."""
     from gate.world.zoo import demo_inputs
 
     return demo_inputs()

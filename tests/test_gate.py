@@ -23,8 +23,8 @@ def zoo():
     return {
         "checkpoint": str(zoo.materialize(demo["checkpoint"])),
         "original": str(zoo.materialize("world")),
-        "resurgent": str(zoo.update_path(demo["update"])),
         "benign": str(zoo.update_path(demo["benign"])),
+        "benign2": str(zoo.update_path(demo["benign_selfattn"])),
         "relearn": str(zoo.update_path(demo["relearn"])),
     }
 
@@ -45,12 +45,15 @@ def rules(report):
     return {(r["concept"], r["rule"]): r for c in report["concepts"] for r in c["rules"]}
 
 
-def test_resurgent_candidate_fails(zoo, tmp_path, cache_dir, capsys):
-    code, rep, out = run_check(zoo, "resurgent", tmp_path, cache_dir)
+def test_relearning_control_fails(zoo, tmp_path, cache_dir, capsys):
+    """The positive control (fine-tuned on images that show the skull) brings it back: FAIL."""
+    code, rep, out = run_check(zoo, "relearn", tmp_path, cache_dir)
     assert code == 1 and rep["verdict"] == "fail"
     r = rules(rep)
+    assert r[("skull", "max_presence_rate")]["verdict"] == "fail"
     assert r[("skull", "max_increase_over_baseline")]["verdict"] == "fail"
     assert r[("skull", "max_resurgence")]["observed"] >= 0.3
+    assert r[("skull", "max_increase_over_baseline")]["p_value"] < 0.001
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("VERDICT: FAIL")
     assert (out / "summary.md").read_text().count("**FAIL**") >= 1
@@ -60,28 +63,22 @@ def test_resurgent_candidate_fails(zoo, tmp_path, cache_dir, capsys):
 
 
 def test_benign_candidate_passes(zoo, tmp_path, cache_dir):
+    """A LoRA on cross-attention K/V trained on data without any skull: measured not to resurge."""
     code, rep, _ = run_check(zoo, "benign", tmp_path, cache_dir)
     assert code == 0 and rep["verdict"] == "pass", rules(rep)
-    # the baseline came from the cache filled by the other runs (or filled it): never regenerated twice
-    assert rep["cache"]["hits"] > 0 or rep["cache"]["misses"] > 0
-
-
-def test_relearning_control_fails(zoo, tmp_path, cache_dir):
-    code, rep, _ = run_check(zoo, "relearn", tmp_path, cache_dir)
-    assert code == 1 and rules(rep)[("skull", "max_presence_rate")]["verdict"] == "fail"
 
 
 def test_second_candidate_only_generates_its_own_images(zoo, tmp_path, cache_dir):
     run_check(zoo, "benign", tmp_path / "a", cache_dir)
-    _, rep, _ = run_check(zoo, "resurgent", tmp_path / "b", cache_dir)
+    _, rep, _ = run_check(zoo, "benign2", tmp_path / "b", cache_dir)
     # every baseline and original image was a cache hit
     n_base = sum(r["n"] for r in rules(rep).values() if r["rule"] == "max_presence_rate")
     assert rep["cache"]["hits"] >= n_base
 
 
 def test_two_runs_give_identical_figures(zoo, tmp_path):
-    _, a, _ = run_check(zoo, "resurgent", tmp_path / "a", str(tmp_path / "c1"), "--no-cache")
-    _, b, _ = run_check(zoo, "resurgent", tmp_path / "b", str(tmp_path / "c2"), "--no-cache")
+    _, a, _ = run_check(zoo, "relearn", tmp_path / "a", str(tmp_path / "c1"), "--no-cache")
+    _, b, _ = run_check(zoo, "relearn", tmp_path / "b", str(tmp_path / "c2"), "--no-cache")
     keys = ("observed", "low", "high", "verdict", "baseline", "worst")
     assert {k: {f: v[f] for f in keys} for k, v in rules(a).items()} == {
         k: {f: v[f] for f in keys} for k, v in rules(b).items()
@@ -105,7 +102,7 @@ def test_missing_checkpoint(capsys, tmp_path):
 
 
 def test_truncated_update(zoo, capsys, tmp_path):
-    blob = Path(zoo["resurgent"]).read_bytes()
+    blob = Path(zoo["relearn"]).read_bytes()
     bad = tmp_path / "cut.safetensors"
     bad.write_bytes(blob[: len(blob) // 3])
     _bad(
@@ -190,7 +187,7 @@ def test_pytest_probes_fail_and_pass(zoo, pytester, cache_dir):
     )
     args = ["--checkpoint", zoo["checkpoint"], "--original", zoo["original"], "--policy", POLICY,
             "--gate-cache-dir", cache_dir, "--gate-report-dir", str(pytester.path / "rep"), "-p", "no:randomly"]  # fmt: skip
-    res = pytester.runpytest_subprocess(*args, "--update", zoo["resurgent"], "--junitxml", "j.xml")
+    res = pytester.runpytest_subprocess(*args, "--update", zoo["relearn"], "--junitxml", "j.xml")
     outcomes = res.parseoutcomes()
     assert outcomes.get("failed", 0) >= 1
     text = res.stdout.str()
