@@ -160,6 +160,33 @@ def update_kind(spec: str) -> str:
     return "lora" if any("lora" in k for k in keys) else "weights"
 
 
+def preflight_update(pipe, spec: str | None, *, allow_pickle: bool = False) -> None:
+    """Every check of ``apply_update`` that does not change ``pipe``: run before any image is
+    generated, so that bad input ends the run at once."""
+    if not spec:
+        return
+    kind = update_kind(spec)
+    p = Path(spec)
+    if kind == "lora":
+        from gate.updates import check_lora_fits, lora_file
+
+        check_lora_fits(pipe, lora_file(p))
+    elif kind == "weights":
+        _refuse_pickle(p, allow_pickle, "--update")
+        if p.suffix == ".safetensors":
+            from gate.updates import read_safetensors_header
+
+            keys, shapes, _ = read_safetensors_header(p)
+            own = {**{f"unet.{k}": v.shape for k, v in pipe.unet.state_dict().items()},
+                   **{f"text_encoder.{k}": v.shape for k, v in pipe.text_encoder.state_dict().items()}}  # fmt: skip
+            for k in keys:
+                full = k if k.startswith(("unet.", "text_encoder.")) else f"unet.{k}"
+                if full not in own or tuple(own[full]) != tuple(shapes[k]):
+                    raise BadInput(f"--update {spec}: tensor {k} does not fit this model (unknown key or other shape)")
+    elif not (p / "unet" / "config.json").is_file():
+        raise BadInput(f"--update {spec}: no unet/config.json in this diffusers folder")
+
+
 def apply_update(pipe, spec: str | None, *, lora_scale: float = 1.0, allow_pickle: bool = False) -> Identity | None:
     """Applies the candidate update to ``pipe`` in place. Returns its identity (None for none)."""
     if not spec:

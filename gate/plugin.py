@@ -83,12 +83,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    opts = _STATE.get("opts")
-    if opts is None:
+    # only when the gate's inputs were given: the plugin is installed for every pytest run in
+    # the environment and must cost nothing (no zoo, no models) in other suites
+    if config.getoption("--checkpoint") is None:
         return None
+    from gate.errors import GateError
     from gate.report import reproduce_line
 
-    return [f"resurgence gate: reproduce with: {reproduce_line(opts)}"]
+    try:
+        _STATE["opts"] = _STATE.get("opts") or _options(config)
+    except GateError as e:
+        raise pytest.UsageError(f"resurgence gate: {e}") from None
+    return [f"resurgence gate: reproduce with: {reproduce_line(_STATE['opts'])}"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    results = _STATE.get("results")
+    if not results:
+        return
+    from gate.report import reproduce_line, verdict_line
+
+    terminalreporter.write_line(verdict_line(results["report"]))
+    terminalreporter.write_line(f"reproduce with: {reproduce_line(_STATE['opts'])}")
 
 
 def _run_check() -> dict[str, Any]:

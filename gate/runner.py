@@ -134,6 +134,15 @@ class Check:
         )  # fmt: skip
         self._prepare(self.pipe)
         self.identities["checkpoint"] = ident.as_dict()
+        from gate.model import preflight_update, resolve_checkpoint
+
+        preflight_update(self.pipe, self.opts.update, allow_pickle=self.opts.allow_pickle)
+        if self.opts.original:
+            resolve_checkpoint(self.opts.original, allow_pickle=self.opts.allow_pickle)
+        for c in self.concepts:  # detectors load (and their labels are checked) before any generation
+            self.detector(c.detector).check_label(c.name)
+            for r in c.retained:
+                self.detector(c.detector_for("retained")).check_label(r)
         self.timings["load"] += time.perf_counter() - t0
 
     def detector(self, spec: DetectorSpec):
@@ -232,10 +241,6 @@ class Check:
             self.load()
         ckpt_id = self.identities["checkpoint"]
         all_jobs = {c.name: jobs_for(self.policy, c) for c in self.concepts}
-        for c in self.concepts:
-            self.detector(c.detector).check_label(c.name)
-            for r in c.retained:
-                self.detector(c.detector_for("retained")).check_label(r)
         base = {
             c.name: self.outcomes("baseline", {"checkpoint": ckpt_id}, self.pipe, c, all_jobs[c.name])
             for c in self.concepts

@@ -90,7 +90,7 @@ def test_two_runs_give_identical_figures(zoo, tmp_path):
 
 
 def _bad(capsys, args, expect):
-    code = main(["check", *args])
+    code = main(["check", "--no-cache", *args])
     err = capsys.readouterr().err
     assert code == 2, err
     assert expect in err and "Traceback" not in err
