@@ -96,6 +96,10 @@ def load_lora(pipe, path: Path, *, scale: float = 1.0, adapter_name: str = "cand
     """Checks, loads and (at ``scale``) activates a LoRA on ``pipe``. Safetensors only."""
     path = lora_file(path)
     counts = check_lora_fits(pipe, path)
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()  # diffusers warns for each component a LoRA leaves alone; fit is checked above
     try:
         pipe.load_lora_weights(
             str(path.parent),
@@ -106,6 +110,8 @@ def load_lora(pipe, path: Path, *, scale: float = 1.0, adapter_name: str = "cand
         )
     except (ValueError, RuntimeError, KeyError) as e:
         raise BadInput(f"{path}: this LoRA does not fit the model ({type(e).__name__}: {str(e)[:300]})") from None
+    finally:
+        dlog.set_verbosity(level)
     injected = sum(1 for n, _ in pipe.unet.named_modules() if n.endswith(f"lora_A.{adapter_name}"))
     injected += sum(1 for n, _ in pipe.text_encoder.named_modules() if n.endswith(f"lora_A.{adapter_name}"))
     if injected == 0:
