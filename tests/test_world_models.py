@@ -56,6 +56,7 @@ def test_clip_loads_through_open_clip(world_dir):
     model, _, preprocess = open_clip.create_model_and_transforms(
         "world-clip", pretrained=str(folder / "world-clip.safetensors")
     )
+    model.eval()  # the ResNet tower has batch norm: inference mode, as for any open_clip model
     tok = open_clip.get_tokenizer("world-clip")
     s = data.sample(99, 0, objects=[data.WorldObject("star", "shape", "blue")])
     with torch.no_grad():
