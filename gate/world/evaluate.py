@@ -8,7 +8,7 @@ fidelity prompts use the held-out caption templates (``concepts.*_HELDOUT``).
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,11 +116,6 @@ def sd_fidelity(
         rates[name] = round(rate, 4)
         t_gen += seconds
     return rates, round(len(names) * n_per_concept / t_gen, 2)
-
-
-def summarize(rates: dict[str, float]) -> dict[str, Any]:
-    counts = Counter(C.concept(k).kind for k in rates)
-    return {"concepts": len(rates), "kinds": dict(counts), "min": min(rates.values())}
 
 
 def detection_rate(
