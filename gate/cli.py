@@ -333,11 +333,120 @@ def cmd_check(args: argparse.Namespace) -> int:
     R.write_html(rep, results, out_dir)
     console.print(R.rich_table(rep))
     console.print(f"reports: {out_dir}/report.json, summary.md, report.html")
+    if not args.no_track:
+        _track(rep, out_dir, args, console)
     print(R.verdict_line(rep))
     return 0 if verdict == "pass" else 1
 
 
+def _track(rep, out_dir: Path, args: argparse.Namespace, console) -> None:
+    from gate.tracking import resolve_uri, track_after_check
+
+    uri = resolve_uri(args.tracking_uri)
+    run_id = track_after_check(
+        rep, out_dir, uri=uri, model_line=args.model_line, warn=lambda m: console.print(f"[yellow]{m}[/]")
+    )
+    if run_id:
+        console.print(f"mlflow: run {run_id} in {uri}", highlight=False)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from gate.merge import load
+    from gate.tracking import log_report
+
+    path = Path(args.report)
+    rep = load(path)
+    tracked = log_report(
+        rep, path.parent, uri=args.tracking_uri, model_line=args.model_line, allow_duplicate=args.again
+    )
+    note = " (this report was already logged; --again logs it once more)" if tracked.existing else ""
+    print(f"mlflow: run {tracked.run_id} in {tracked.uri}{note}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gate.tracking import history, plot_history, series_names
+
+    rows = history(uri=args.tracking_uri, model_line=args.model_line, max_runs=args.last)
+    if args.concept:
+        rows = [r for r in rows if any(k.split(".", 1)[0] == args.concept for k in r.values)]
+    names = series_names(rows, args.concept)
+    if args.rule:
+        names = [n for n in names if n.split(".", 1)[1] in args.rule]
+    if not rows or not names:
+        raise BadInput("no gate runs match (check --tracking-uri, --model-line, --concept)")
+    import datetime as dt
+
+    t = Table(title=f"gate history ({len(rows)} runs)")
+    t.add_column("time")
+    t.add_column("run")
+    t.add_column("update")
+    t.add_column("verdict")
+    for n in names:
+        t.add_column(n, justify="right")
+    style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+    for r in rows:
+        cells = []
+        for n in names:
+            v = r.values.get(n, {})
+            mark = " x" if v.get("failed") == 1.0 else ""
+            cells.append(f"{v['observed']:.3f}{mark}" if "observed" in v else "-")
+        t.add_row(
+            dt.datetime.fromtimestamp(r.time_ms / 1000).strftime("%Y-%m-%d %H:%M:%S"), r.run_id[:8],
+            r.update_sha[:10] or "none", f"[{style.get(r.verdict, '')}]{r.verdict}[/]", *cells,
+        )  # fmt: skip
+    Console(width=max(120, 30 * len(names))).print(t)
+    out = plot_history(rows, names, Path(args.plot))
+    print(f"plot: {out}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from gate import report as R
+    from gate.merge import copy_images, load, merge
+
+    paths = [Path(p) for p in args.reports]
+    merged = merge([load(p) for p in paths], [str(p) for p in paths])
+    out_dir = Path(args.report_dir)
+    R.write_json(merged, out_dir / "report.json")
+    (out_dir / "summary.md").write_text(R.markdown(merged))
+    copy_images(paths, out_dir)
+    R.render_html(merged, out_dir)
+    print(f"reports: {out_dir}/report.json, summary.md, report.html")
+    if args.track:
+        from rich.console import Console
+
+        _track(merged, out_dir, args, Console(stderr=True))
+    print(R.verdict_line(merged))
+    return 0 if merged["verdict"] == "pass" else 1
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from gate import report as R
+    from gate.ci import annotations, write_step_summary
+    from gate.merge import load
+
+    rep = load(Path(args.report))
+    for line in annotations(rep, limit=args.limit):
+        print(line)
+    written = write_step_summary(R.markdown(rep), args.summary)
+    if written:
+        print(f"summary appended to {written}", file=sys.stderr)
+    return 0 if rep["verdict"] == "pass" else 1
+
+
 # ---------------------------------------------------------------------------------------
+
+
+def _tracking_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $GATE_TRACKING_URI, $MLFLOW_TRACKING_URI, else sqlite in .gate-mlflow/)",
+    )
+    p.add_argument("--model-line", help="the model line runs are grouped by (default: the policy's name)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,7 +563,36 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--shard", help="i/n: check the i-th of n deterministic shards of the concepts")
     ck.add_argument("--json", help="write the JSON report here (default: REPORT_DIR/report.json)")
     ck.add_argument("--report-dir", default="out/gate-report", help="JSON, Markdown and HTML reports")
+    _tracking_args(ck)
+    ck.add_argument("--no-track", action="store_true", help="do not log the run to MLflow")
     ck.set_defaults(func=cmd_check)
+
+    tr = sub.add_parser("track", help="log a report.json to MLflow (one that could not be logged at the time)")
+    tr.add_argument("report")
+    _tracking_args(tr)
+    tr.add_argument("--again", action="store_true", help="log it even if this exact report was logged before")
+    tr.set_defaults(func=cmd_track)
+
+    hi = sub.add_parser("history", help="trends of a model line's gate runs: a table and a PNG plot")
+    _tracking_args(hi)
+    hi.add_argument("--concept", help="only this concept")
+    hi.add_argument("--rule", action="append", help="only this rule (repeatable)")
+    hi.add_argument("--last", type=int, default=500, help="at most this many runs")
+    hi.add_argument("--plot", default="out/gate-history.png")
+    hi.set_defaults(func=cmd_history)
+
+    me = sub.add_parser("merge", help="combine the reports of gate check --shard runs into one verdict")
+    me.add_argument("reports", nargs="+", help="each shard's report.json (its images/ folder beside it)")
+    me.add_argument("--report-dir", default="out/gate-report")
+    _tracking_args(me)
+    me.add_argument("--track", action="store_true", help="log the merged verdict to MLflow")
+    me.set_defaults(func=cmd_merge)
+
+    an = sub.add_parser("annotate", help="GitHub Actions: ::error annotations and the job summary for a report")
+    an.add_argument("report")
+    an.add_argument("--limit", type=int, default=5, help="annotate at most this many concepts, then a count")
+    an.add_argument("--summary", help="append the Markdown here (default: $GITHUB_STEP_SUMMARY when set)")
+    an.set_defaults(func=cmd_annotate)
 
     va = sub.add_parser("validate", help="check policy files (no torch, no models)")
     va.add_argument("policy", nargs="+")

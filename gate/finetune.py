@@ -63,8 +63,9 @@ def _save(pipe, out: Path, cfg: FinetuneConfig) -> None:
         "unet_lora_adapter_metadata": pipe.unet.peft_config["default"].to_dict(),
     }
     if cfg.train_text_encoder:
-        kwargs["text_encoder_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder)
-        kwargs["text_encoder_lora_adapter_metadata"] = pipe.text_encoder.peft_config["default"].to_dict()
+        te_cfg = pipe.text_encoder._gate_lora_config
+        kwargs["text_encoder_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder, adapter_name="default")
+        kwargs["text_encoder_lora_adapter_metadata"] = te_cfg.to_dict()
     type(pipe).save_lora_weights(out, safe_serialization=True, weight_name=LORA_WEIGHTS, **kwargs)
 
 
@@ -97,9 +98,15 @@ def finetune(
             )
         )
         if cfg.train_text_encoder:
-            te.add_adapter(
-                LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+            # peft's own injection: transformers 5's ``add_adapter`` demands a newer peft than
+            # the one that resolves with diffusers here, and would refuse to run
+            from peft import inject_adapter_in_model
+
+            te_cfg = LoraConfig(
+                r=cfg.rank, lora_alpha=cfg.alpha, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]
             )
+            inject_adapter_in_model(te_cfg, te, adapter_name="default")
+            te._gate_lora_config = te_cfg
         params = [p for m in (unet, te) for n, p in m.named_parameters() if "lora_" in n]
     else:
         params = list(unet.parameters()) + (list(te.parameters()) if cfg.train_text_encoder else [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 def build_report(check, results, verdict: str, wall_s: float) -> dict[str, Any]:
     from gate.pipeline import library_versions
+    from gate.tracking import git_commit
 
     pol = check.policy
     return {
@@ -51,6 +53,8 @@ def build_report(check, results, verdict: str, wall_s: float) -> dict[str, Any]:
         "cache": check.cache.stats(),
         "timings_s": {k: round(v, 2) for k, v in check.timings.items()},
         "wall_time_s": round(wall_s, 2),
+        "finished_at": round(time.time(), 3),
+        "git_commit": git_commit(),
     }
 
 
@@ -125,13 +129,57 @@ def markdown(report: dict[str, Any], max_bytes: int = 900_000) -> str:
     return text if len(text.encode()) <= max_bytes else text[: max_bytes - 100] + "\n\n(truncated)\n"
 
 
+def image_name(concept: str, rule: str, k: int, side: str) -> str:
+    return f"{concept}_{rule}_{k}_{side}.png".replace("/", "_").replace(" ", "_")
+
+
+def save_worst_images(report: dict[str, Any], results, img_dir: Path, per_rule: int = 4) -> int:
+    """Writes, for every rule, the baseline and candidate images of its worst prompts."""
+    img_dir.mkdir(parents=True, exist_ok=True)
+    by_name = {r.name: r for r in results}
+    n = 0
+    for c in report["concepts"]:
+        res = by_name.get(c["name"])
+        if res is None:
+            continue
+        for r in c["rules"]:
+            for k, w in enumerate(r.get("worst", [])[:per_rule]):
+                for side in ("baseline", "candidate"):
+                    im = _find_image(res.outcomes.get(side, []), w["prompt"], w["seed"])
+                    if im is not None:
+                        im.save(img_dir / image_name(c["name"], r["rule"], k, side))
+                        n += 1
+    return n
+
+
 def write_html(report: dict[str, Any], results, out_dir: Path, per_rule: int = 4) -> Path:
     """``out_dir/report.html`` with images under ``out_dir/images``: for each failing or
     inconclusive rule first, the worst prompts with baseline and candidate side by side."""
+    save_worst_images(report, results, out_dir / "images", per_rule)
+    return render_html(report, out_dir, per_rule)
+
+
+# marks images that fail to load (a report copied without its images/ folder says so on the page)
+_IMG_CHECK = """<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images), ok = 0;
+  imgs.forEach(function (im) {
+    if (im.complete && im.naturalWidth > 0) { ok += 1; } else { im.parentNode.classList.add("broken"); }
+  });
+  document.body.setAttribute("data-images-total", String(imgs.length));
+  document.body.setAttribute("data-images-loaded", String(ok));
+  if (ok < imgs.length) {
+    var note = document.getElementById("image-note");
+    note.textContent = (imgs.length - ok) + " of " + imgs.length + " images did not load: keep images/ next to this page.";
+  }
+});
+</script>"""
+
+
+def render_html(report: dict[str, Any], out_dir: Path, per_rule: int = 4) -> Path:
+    """The HTML page from the report and the images already under ``out_dir/images``."""
     img_dir = out_dir / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
     order = {"fail": 0, "inconclusive": 1, "pass": 2, "skipped": 3}
-    by_name = {r.name: r for r in results}
     rows = []
     for c in report["concepts"]:
         for r in c["rules"]:
@@ -145,47 +193,62 @@ def write_html(report: dict[str, Any], results, out_dir: Path, per_rule: int = 4
         ((c, r) for c in report["concepts"] for r in c["rules"]), key=lambda cr: order.get(cr[1]["verdict"], 9)
     )
     for c, r in flat:
-        if not r["worst"]:
+        if not r.get("worst"):
             continue
-        res = by_name[c["name"]]
         cells = []
         for k, w in enumerate(r["worst"][:per_rule]):
             pair = []
             for side in ("baseline", "candidate"):
-                im = _find_image(res.outcomes.get(side, []), w["prompt"], w["seed"])
-                if im is None:
+                name = image_name(c["name"], r["rule"], k, side)
+                if not (img_dir / name).is_file():
                     continue
-                name = f"{c['name']}_{r['rule']}_{k}_{side}.png".replace("/", "_").replace(" ", "_")
-                im.save(img_dir / name)
                 score = w[f"{side}_score"]
                 pair.append(
-                    f"<figure><img src='images/{name}' alt='{side}'><figcaption>{side}: {score:.2f}</figcaption></figure>"
+                    f"<figure><img src='images/{html.escape(name)}' alt='{side}, seed {w['seed']}'>"
+                    f"<figcaption>{side}: {score:.2f}</figcaption></figure>"
                 )
-            cells.append(
-                f"<div class='pair'>{''.join(pair)}<p>{html.escape(w['prompt'])}<br><small>seed {w['seed']}</small></p></div>"
+            if pair:
+                cells.append(
+                    f"<div class='pair'>{''.join(pair)}<p>{html.escape(w['prompt'])}<br><small>seed {w['seed']}</small></p></div>"
+                )
+        if cells:
+            sections.append(
+                f"<h3>{html.escape(c['name'])}: <code>{r['rule']}</code> <span class='{r['verdict']}'>{r['verdict']}</span></h3>"
+                f"<div class='grid'>{''.join(cells)}</div>"
             )
-        sections.append(
-            f"<h3>{html.escape(c['name'])}: <code>{r['rule']}</code> <span class='{r['verdict']}'>{r['verdict']}</span></h3>"
-            f"<div class='grid'>{''.join(cells)}</div>"
-        )
+    ids = report["inputs"]
+    id_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(str(v.get('path', '')))}</code></td>"
+        f"<td><code>{html.escape(str(v.get('sha256', ''))[:16])}</code></td></tr>"
+        for k, v in ids.items()
+        if isinstance(v, dict)
+    )
+    shards = report.get("merged_from")
+    shard_note = f"<p>Merged from {len(shards)} shard reports.</p>" if shards else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Resurgence gate: {report["verdict"]}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+table {{ border-collapse: collapse; margin-bottom: 1rem; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
 tr.fail td.v, span.fail {{ color: #b00; font-weight: bold; }} tr.inconclusive td.v, span.inconclusive {{ color: #a60; }}
 tr.pass td.v, span.pass {{ color: #070; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 1rem; }} .pair {{ border: 1px solid #ddd; padding: 6px; max-width: 420px; }}
 figure {{ display: inline-block; margin: 4px; }} img {{ width: 160px; image-rendering: pixelated; }}
+figure.broken {{ outline: 2px dashed #b00; }} #image-note {{ color: #b00; }}
 </style></head><body>
-<h1 id="verdict">Resurgence gate: {report["verdict"].upper()}</h1>
-<p>Policy <code>{html.escape(report["inputs"]["policy"]["name"])}</code>; reproduce with <code>{html.escape(report["reproduce"])}</code></p>
+<h1 id="verdict" class="{report["verdict"]}">Resurgence gate: {report["verdict"].upper()}</h1>
+<p>Policy <code>{html.escape(ids["policy"]["name"])}</code>, seed {report["seed"]}; reproduce with <code>{html.escape(report["reproduce"])}</code></p>
+{shard_note}
 <table id="verdict-table"><tr><th>concept</th><th>rule</th><th>baseline</th><th>candidate</th><th>95% interval</th><th>threshold</th><th>verdict</th></tr>
 {"".join(rows)}</table>
+<table id="inputs"><tr><th>input</th><th>path</th><th>sha256</th></tr>{id_rows}</table>
 <h2>Worst prompts: baseline and candidate on the same seed</h2>
+<p id="image-note"></p>
 {"".join(sections)}
+{_IMG_CHECK}
 </body></html>
 """
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.html"
     path.write_text(page)
     return path

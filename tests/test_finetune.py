@@ -50,6 +50,26 @@ def test_lora_round_trips_with_its_scale(world_dir, benign, tmp_path):
     assert not np.allclose(_out(p2), _out(load_pipeline(world_dir / "sd")), atol=1e-4)
 
 
+def test_text_encoder_lora_round_trips(world_dir, benign, tmp_path):
+    """LoRA on the UNet and the text encoder: both load back through the standard API, with the
+    adapter's alpha, and change the text embeddings."""
+    out = tmp_path / "te"
+    finetune(
+        world_dir / "sd", benign, out,
+        FinetuneConfig(mode="lora", steps=3, batch_size=4, rank=2, alpha=4.0, lr=1e-2, train_text_encoder=True),
+    )  # fmt: skip
+    base = load_pipeline(world_dir / "sd")
+    ids = base.tokenizer(["a red circle"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        e0 = base.text_encoder(ids)[0]
+    pipe = load_pipeline(world_dir / "sd")
+    counts = load_lora(pipe, out)
+    assert counts["text_encoder"] > 0 and counts["unet"] > 0
+    assert pipe.text_encoder.peft_config["candidate"].lora_alpha == 4
+    with torch.no_grad():
+        assert (pipe.text_encoder(ids)[0] - e0).abs().max() > 1e-4
+
+
 def test_full_finetune_loads_with_from_pretrained(world_dir, benign, tmp_path):
     from diffusers import StableDiffusionPipeline
 

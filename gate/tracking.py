@@ -1,0 +1,332 @@
+"""MLflow history: one run per gate invocation, one nested run per concept.
+
+Everything goes through an explicit ``MlflowClient`` and explicit run ids; the fluent API
+(``mlflow.start_run``) is never used, so a user's own active run is never touched or ended.
+
+Where the runs go, in order: ``--tracking-uri``, then ``GATE_TRACKING_URI``, then
+``MLFLOW_TRACKING_URI``, then a sqlite store at ``.gate-mlflow/mlflow.db`` with its artifacts in
+``.gate-mlflow/artifacts`` (MLflow 3's plain file store refuses to start without an opt-in).
+
+Layout of a run (the same for ``gate check`` and a later ``gate track REPORT.json``):
+
+* parent run ``gate <verdict> <update>``: tags ``gate.kind=check``, ``gate.model_line``,
+  ``gate.verdict``, every input's sha256 (``input.<name>.sha256``), the policy's name, version
+  and sha256, library versions, the git commit (when the working directory is a git checkout),
+  ``gate.report_sha256`` (what ``gate track`` uses to refuse logging one report twice);
+  metrics ``<concept>.<rule>.{observed,low,high,threshold,failed}``; artifacts: the report folder
+  (``report.json``, ``summary.md``, ``report.html``, ``images/``);
+* one child run per concept (tag ``mlflow.parentRunId``) with the same metrics without the
+  concept prefix, and ``gate.concept`` / ``gate.verdict`` tags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gate.errors import BadInput
+
+DEFAULT_DIR = Path(".gate-mlflow")
+EXPERIMENT = "resurgence-gate"
+VERDICT_CODE = {"pass": 0.0, "inconclusive": 0.5, "fail": 1.0, "skipped": -1.0}
+RULE_FIELDS = ("observed", "low", "high", "threshold", "baseline")
+
+
+def resolve_uri(uri: str | None) -> str:
+    uri = uri or os.environ.get("GATE_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(DEFAULT_DIR / 'mlflow.db').resolve()}"
+
+
+def _client(uri: str):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, uri: str, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        # next to the database, never ./mlruns under whatever directory the gate was started in
+        db = Path(uri[len("sqlite:///") :])
+        artifact_location = (db.parent / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+def report_sha256(report: dict[str, Any]) -> str:
+    body = {k: v for k, v in report.items() if k != "tracking"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _metric_key(text: str) -> str:
+    # MLflow keys allow alphanumerics, _ - . / and spaces; concept names are user text
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in text)
+
+
+def rule_metrics(rule: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for f in RULE_FIELDS:
+        v = rule.get(f)
+        if isinstance(v, (int, float)) and v == v:  # skip None and NaN
+            out[_metric_key(f"{prefix}{rule['rule']}.{f}")] = float(v)
+    out[_metric_key(f"{prefix}{rule['rule']}.failed")] = VERDICT_CODE.get(rule["verdict"], -1.0)
+    return out
+
+
+def _tags(report: dict[str, Any], model_line: str) -> dict[str, str]:
+    inputs = report.get("inputs", {})
+    pol = inputs.get("policy", {})
+    tags = {
+        "gate.kind": "check",
+        "gate.model_line": model_line,
+        "gate.verdict": report["verdict"],
+        "gate.version": str(report.get("gate_version", "")),
+        "gate.report_sha256": report_sha256(report),
+        "gate.reproduce": str(report.get("reproduce", ""))[:4000],
+        "policy.name": str(pol.get("name", "")),
+        "policy.version": str(pol.get("version", "")),
+        "policy.sha256": str(pol.get("sha256", "")),
+        "gate.seed": str(report.get("seed", "")),
+        "gate.device": str(report.get("device", "")),
+    }
+    if report.get("shard"):
+        tags["gate.shard"] = "/".join(str(x) for x in report["shard"])
+    for name, ident in inputs.items():
+        if isinstance(ident, dict) and ident.get("sha256"):
+            tags[f"input.{name}.sha256"] = ident["sha256"]
+            if ident.get("path"):
+                tags[f"input.{name}.path"] = str(ident["path"])[:4000]
+    for lib, ver in (report.get("libraries") or {}).items():
+        tags[f"lib.{lib}"] = str(ver)
+    commit = report.get("git_commit") or git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+@dataclass
+class Tracked:
+    uri: str
+    experiment_id: str
+    run_id: str
+    concept_runs: dict[str, str]
+    existing: bool = False  # the same report was already logged (gate track without --again)
+
+
+def log_report(
+    report: dict[str, Any],
+    report_dir: Path | None,
+    *,
+    uri: str | None = None,
+    experiment: str = EXPERIMENT,
+    model_line: str | None = None,
+    allow_duplicate: bool = True,
+) -> Tracked:
+    """Logs a finished report as one parent run with a child per concept. Raises on tracking
+    errors; callers that must keep the verdict (``gate check``) catch and warn."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    uri = resolve_uri(uri)
+    client = _client(uri)
+    exp_id = _experiment_id(client, uri, experiment)
+    line = model_line or str(report.get("inputs", {}).get("policy", {}).get("name") or "default")
+    tags = _tags(report, line)
+    if not allow_duplicate:
+        found = find_report_run(client, exp_id, tags["gate.report_sha256"])
+        if found:
+            return Tracked(uri, exp_id, found, {}, existing=True)
+    update = (report.get("inputs", {}).get("update") or {}).get("path") or "no update"
+    started = int(report.get("finished_at", time.time()) * 1000)
+    run = client.create_run(
+        exp_id,
+        start_time=started,
+        tags={**tags, "mlflow.runName": f"gate {report['verdict']} {Path(str(update)).name}"},
+    )
+    rid = run.info.run_id
+    children: dict[str, str] = {}
+    try:
+        params = [
+            Param("policy", str(report["inputs"]["policy"].get("path", ""))[:6000]),
+            Param("seed", str(report.get("seed", ""))),
+            Param("sampler", json.dumps(report.get("sampler", {}), sort_keys=True)[:6000]),
+            Param("inconclusive_counts_as", str(report.get("inconclusive_counts_as", ""))),
+            Param("concepts", ",".join(c["name"] for c in report["concepts"])[:6000]),
+        ]
+        metrics = [Metric("verdict.failed", VERDICT_CODE.get(report["verdict"], -1.0), started, 0)]
+        if report.get("wall_time_s") is not None:
+            metrics.append(Metric("wall_time_s", float(report["wall_time_s"]), started, 0))
+        for c in report["concepts"]:
+            for r in c["rules"]:
+                for k, v in rule_metrics(r, prefix=f"{c['name']}.").items():
+                    metrics.append(Metric(k, v, started, 0))
+        _log_batches(client, rid, metrics, params, [])
+        for c in report["concepts"]:
+            child = client.create_run(
+                exp_id,
+                start_time=started,
+                tags={
+                    "mlflow.parentRunId": rid, "mlflow.runName": f"{c['name']}: {c['verdict']}",
+                    "gate.kind": "concept", "gate.concept": c["name"], "gate.verdict": c["verdict"],
+                    "gate.model_line": line,
+                },
+            )  # fmt: skip
+            cid = child.info.run_id
+            children[c["name"]] = cid
+            cm = [Metric(k, v, started, 0) for r in c["rules"] for k, v in rule_metrics(r).items()]
+            cm.append(Metric("verdict.failed", VERDICT_CODE.get(c["verdict"], -1.0), started, 0))
+            _log_batches(client, cid, cm, [], [RunTag(f"rule.{r['rule']}", r["verdict"]) for r in c["rules"]])
+            client.set_terminated(cid, "FINISHED")
+        if report_dir is not None and Path(report_dir).is_dir():
+            client.log_artifacts(rid, str(report_dir), artifact_path="report")
+        client.set_terminated(rid, "FINISHED")
+    except BaseException:
+        for cid in children.values():
+            _quiet_terminate(client, cid)
+        _quiet_terminate(client, rid)
+        raise
+    return Tracked(uri, exp_id, rid, children)
+
+
+def _quiet_terminate(client, run_id: str) -> None:
+    with contextlib.suppress(Exception):  # the store is what failed; nothing more to do
+        client.set_terminated(run_id, "FAILED")
+
+
+def _log_batches(client, run_id: str, metrics: list, params: list, tags: list, size: int = 900) -> None:
+    # MLflow caps a batch at 1000 metrics and 100 params
+    client.log_batch(run_id, metrics=metrics[:size], params=params[:100], tags=tags[:100])
+    for i in range(size, len(metrics), size):
+        client.log_batch(run_id, metrics=metrics[i : i + size])
+
+
+def find_report_run(client, experiment_id: str, sha: str) -> str | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`gate.report_sha256` = '{sha}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def track_after_check(
+    report: dict[str, Any], report_dir: Path, *, uri: str | None, model_line: str | None, warn
+) -> str | None:
+    """``gate check``'s tracking step: the report is already on disk; a tracking failure only
+    warns (with the command that logs it later) and never changes the exit code."""
+    try:
+        tracked = log_report(report, report_dir, uri=uri, model_line=model_line)
+    except Exception as e:  # any store, network or permission error
+        warn(
+            f"warning: MLflow tracking failed ({type(e).__name__}: {str(e)[:300]}); the verdict stands. "
+            f"Log it later with: gate track {report_dir / 'report.json'}"
+        )
+        return None
+    return tracked.run_id
+
+
+# --- history ----------------------------------------------------------------------------
+
+
+@dataclass
+class HistoryRow:
+    run_id: str
+    time_ms: int
+    verdict: str
+    update_sha: str
+    values: dict[str, dict[str, float]]  # "concept.rule" -> {"observed", "low", "high", "threshold", "failed"}
+
+
+def history(
+    *, uri: str | None = None, experiment: str = EXPERIMENT, model_line: str | None = None, max_runs: int = 500
+) -> list[HistoryRow]:
+    uri = resolve_uri(uri)
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise BadInput(f"no experiment {experiment!r} at {uri}: run gate check (or gate track) first")
+    flt = "tags.`gate.kind` = 'check'"
+    if model_line:
+        flt += f" and tags.`gate.model_line` = '{model_line}'"
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=flt, max_results=max_runs, order_by=["attributes.start_time ASC"]
+    )
+    rows = []
+    for run in runs:
+        vals: dict[str, dict[str, float]] = {}
+        for key, v in run.data.metrics.items():
+            head, _, field = key.rpartition(".")
+            if head and field in (*RULE_FIELDS, "failed") and "." in head:
+                vals.setdefault(head, {})[field] = v
+        rows.append(
+            HistoryRow(
+                run_id=run.info.run_id,
+                time_ms=run.info.start_time,
+                verdict=run.data.tags.get("gate.verdict", "?"),
+                update_sha=run.data.tags.get("input.update.sha256", ""),
+                values=vals,
+            )
+        )
+    return rows
+
+
+def series_names(rows: Iterable[HistoryRow], concept: str | None = None) -> list[str]:
+    names = sorted({k for r in rows for k in r.values})
+    return [n for n in names if concept is None or n.split(".", 1)[0] == concept]
+
+
+def plot_history(rows: list[HistoryRow], names: list[str], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import datetime as dt
+
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(names))
+    fig, axes = plt.subplots(n, 1, figsize=(8, 2.6 * n), squeeze=False)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        pts = [(dt.datetime.fromtimestamp(r.time_ms / 1000), r.values[name]) for r in rows if name in r.values]
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        ys = [p[1].get("observed", float("nan")) for p in pts]
+        lo = [y - p[1].get("low", y) for y, p in zip(ys, pts, strict=True)]
+        hi = [p[1].get("high", y) - y for y, p in zip(ys, pts, strict=True)]
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=3, label="observed (95% interval)")
+        fails = [(x, y) for x, y, p in zip(xs, ys, pts, strict=True) if p[1].get("failed") == 1.0]
+        if fails:
+            ax.scatter([f[0] for f in fails], [f[1] for f in fails], color="red", zorder=5, label="failed")
+        thr = [p[1]["threshold"] for p in pts if "threshold" in p[1]]
+        if thr:
+            ax.axhline(thr[-1], color="gray", linestyle="--", label=f"threshold {thr[-1]:g}")
+        ax.set_title(name)
+        ax.legend(fontsize=7, loc="best")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
