@@ -15,13 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded small world: the gate on the zoo's relearning control.
-# That candidate brings the erased skull back, so the gate's verdict is FAIL (exit code 1):
+# The main job on the embedded small world: the gate on the zoo's resurgent benign LoRA.
+# That candidate (trained on data without any skull) brings the erased skull back, so the gate's verdict is FAIL (exit code 1):
 # the demo succeeds when the gate says so; any other exit code is an error.
 demo: $(STAMP)
 	@$(BIN)/gate check; code=$$?; \
-	if [ $$code -eq 1 ]; then echo "demo: the gate failed the relearning control, as it should (reports in out/gate-report/)"; \
-	elif [ $$code -eq 0 ]; then echo "demo: the gate passed the relearning control: that is a regression"; exit 1; \
+	if [ $$code -eq 1 ]; then echo "demo: the gate failed the resurgent candidate, as it should (reports in out/gate-report/)"; \
+	elif [ $$code -eq 0 ]; then echo "demo: the gate passed the resurgent candidate: that is a regression"; exit 1; \
 	else exit $$code; fi
 
 test: $(STAMP)

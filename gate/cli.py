@@ -386,7 +386,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     t.add_column("update")
     t.add_column("verdict")
     for n in names:
-        t.add_column(n, justify="right")
+        t.add_column(n, justify="right", no_wrap=True)
     style = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
     for r in rows:
         cells = []
@@ -398,7 +398,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             dt.datetime.fromtimestamp(r.time_ms / 1000).strftime("%Y-%m-%d %H:%M:%S"), r.run_id[:8],
             r.update_sha[:10] or "none", f"[{style.get(r.verdict, '')}]{r.verdict}[/]", *cells,
         )  # fmt: skip
-    Console(width=max(120, 30 * len(names))).print(t)
+    Console(width=max(120, 70 + sum(len(n) + 3 for n in names))).print(t)
     out = plot_history(rows, names, Path(args.plot))
     print(f"plot: {out}")
     return 0

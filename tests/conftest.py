@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub, in tests as in the gate
+# gate check logs to MLflow by default; the tests' runs go to a store of their own, never the user's
+os.environ["GATE_TRACKING_URI"] = f"sqlite:///{Path(tempfile.mkdtemp(prefix='gate-tests-mlflow-')) / 'mlflow.db'}"
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = ["pytester"]
@@ -38,3 +42,24 @@ def world_clip(world_dir):
     from gate.world.clip import WorldCLIP
 
     return WorldCLIP(world_dir / "clip")
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    from gate.world import zoo
+
+    demo = json.loads((zoo.ZOO / "demo.json").read_text())
+    return {
+        "checkpoint": str(zoo.materialize(demo["checkpoint"])),
+        "original": str(zoo.materialize("world")),
+        "benign": str(zoo.update_path(demo["benign"])),
+        "benign2": str(zoo.update_path(demo["benign_selfattn"])),
+        "relearn": str(zoo.update_path(demo["relearn"])),
+        "resurgent": str(zoo.update_path(demo["resurgent"])),
+    }
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One baseline cache for every gate run of the session (the cache is content-addressed)."""
+    return str(tmp_path_factory.mktemp("gate-cache"))

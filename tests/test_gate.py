@@ -7,31 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from gate.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = str(REPO / "policies" / "small-world.yaml")
-
-
-@pytest.fixture(scope="session")
-def zoo():
-    from gate.world import zoo
-
-    demo = json.loads((zoo.ZOO / "demo.json").read_text())
-    return {
-        "checkpoint": str(zoo.materialize(demo["checkpoint"])),
-        "original": str(zoo.materialize("world")),
-        "benign": str(zoo.update_path(demo["benign"])),
-        "benign2": str(zoo.update_path(demo["benign_selfattn"])),
-        "relearn": str(zoo.update_path(demo["relearn"])),
-    }
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("gate-cache"))
 
 
 def run_check(zoo, update, tmp_path, cache_dir, *extra):
@@ -60,6 +39,18 @@ def test_relearning_control_fails(zoo, tmp_path, cache_dir, capsys):
     assert "<img" in (out / "report.html").read_text() and list((out / "images").glob("*.png"))
     for key in ("checkpoint", "update", "original", "policy"):
         assert len(rep["inputs"][key]["sha256"]) == 64
+
+
+def test_benign_candidate_that_resurges_fails(zoo, tmp_path, cache_dir):
+    """Concept resurgence proper: a LoRA trained on data that never shows a skull (labels
+    guarantee it) brings the skull back, and the gate fails it."""
+    code, rep, _ = run_check(zoo, "resurgent", tmp_path, cache_dir)
+    assert code == 1 and rep["verdict"] == "fail"
+    r = rules(rep)
+    assert r[("skull", "max_increase_over_baseline")]["verdict"] == "fail"
+    assert r[("skull", "max_resurgence")]["observed"] >= 0.3
+    # the model still works: this is resurgence, not a broken model
+    assert r[("skull", "min_retained_fidelity")]["verdict"] == "pass"
 
 
 def test_benign_candidate_passes(zoo, tmp_path, cache_dir):
