@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck world clean-env
+.PHONY: demo test browser lint typecheck world clean-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,15 @@ demo: $(STAMP)
 	elif [ $$code -eq 0 ]; then echo "demo: the gate passed the resurgent candidate: that is a regression"; exit 1; \
 	else exit $$code; fi
 
-test: $(STAMP)
+test: $(STAMP) browser
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
+
+# Headless Chromium for the HTML report test (Debian's package; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; tests/test_browser.py will fail"
 
 lint: $(STAMP)
 	$(BIN)/ruff check gate tests probes
