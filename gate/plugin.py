@@ -34,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gate-device", default="cpu")
     g.addoption("--gate-cache-dir", default=".gate-cache")
     g.addoption("--gate-report-dir", default="out/gate-report")
+    g.addoption("--gate-tracking-uri", help="MLflow tracking URI (default as for gate check)")
+    g.addoption("--gate-model-line", help="the model line MLflow runs are grouped by")
+    g.addoption("--gate-no-track", action="store_true", default=False, help="do not log the run to MLflow")
 
 
 def _options(config: pytest.Config):
@@ -130,6 +133,13 @@ def _run_check() -> dict[str, Any]:
     R.write_json(rep, out / "report.json")
     (out / "summary.md").write_text(R.markdown(rep))
     R.write_html(rep, results, out)
+    track = _STATE.get("track")
+    if track and track["enabled"]:
+        import warnings
+
+        from gate.tracking import track_after_check
+
+        track_after_check(rep, out, uri=track["uri"], model_line=track["model_line"], warn=warnings.warn)
     by_rule = {(r.concept, r.rule): r for res in results for r in res.rules}
     _STATE["results"] = {"by_rule": by_rule, "inconclusive_fails": check.policy.inconclusive == "fail", "report": rep}
     return _STATE["results"]
@@ -141,6 +151,11 @@ def gate_result(gate_rule, request):
     from gate.errors import GateError
 
     _STATE["report_dir"] = request.config.getoption("--gate-report-dir")
+    _STATE["track"] = {
+        "enabled": not request.config.getoption("--gate-no-track"),
+        "uri": request.config.getoption("--gate-tracking-uri"),
+        "model_line": request.config.getoption("--gate-model-line"),
+    }
     try:
         state = _run_check()
     except GateError as e:

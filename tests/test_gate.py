@@ -178,7 +178,10 @@ def test_pytest_probes_fail_and_pass(zoo, pytester, cache_dir):
     )
     args = ["--checkpoint", zoo["checkpoint"], "--original", zoo["original"], "--policy", POLICY,
             "--gate-cache-dir", cache_dir, "--gate-report-dir", str(pytester.path / "rep"), "-p", "no:randomly"]  # fmt: skip
-    res = pytester.runpytest_subprocess(*args, "--update", zoo["relearn"], "--junitxml", "j.xml")
+    uri = f"sqlite:///{pytester.path / 'mlflow.db'}"
+    res = pytester.runpytest_subprocess(
+        *args, "--update", zoo["relearn"], "--junitxml", "j.xml", "--gate-tracking-uri", uri
+    )
     outcomes = res.parseoutcomes()
     assert outcomes.get("failed", 0) >= 1
     text = res.stdout.str()
@@ -186,5 +189,12 @@ def test_pytest_probes_fail_and_pass(zoo, pytester, cache_dir):
     assert "reproduce with: gate check" in text
     xml = (pytester.path / "j.xml").read_text()
     assert '<property name="observed"' in xml and '<property name="threshold"' in xml
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("resurgence-gate").experiment_id], "tags.`gate.kind` = 'check'"
+    )
+    assert len(runs) == 1 and runs[0].data.tags["gate.verdict"] == "fail"  # pytest probes/ is logged like gate check
     res = pytester.runpytest_subprocess(*args, "--update", zoo["benign"])
     assert res.parseoutcomes().get("failed", 0) == 0 and res.parseoutcomes().get("passed", 0) == 5
