@@ -441,6 +441,23 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    import torch
+
+    from gate.study import Study, load_config, report_only
+
+    cfg = load_config(args.config)
+    if args.out:
+        cfg.out = Path(args.out).resolve()
+    if args.report:
+        report_only(cfg)
+    else:
+        torch.set_num_threads(args.threads)
+        Study(cfg).run()
+    print(f"results: {cfg.out}/results.csv, results.md, curves.png, heatmap.png, factors.png")
+    return 0
+
+
 def _tracking_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tracking-uri",
@@ -593,6 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--limit", type=int, default=5, help="annotate at most this many concepts, then a count")
     an.add_argument("--summary", help="append the Markdown here (default: $GITHUB_STEP_SUMMARY when set)")
     an.set_defaults(func=cmd_annotate)
+
+    st = sub.add_parser("study", help="the resurgence study: erase, fine-tune on benign data, measure (resumable)")
+    st.add_argument("config", nargs="?", default="studies/small-world.yaml")
+    st.add_argument("--out", help="results folder (default: the config's out)")
+    st.add_argument("--report", action="store_true", help="only rewrite CSV, Markdown and plots from the rows")
+    st.add_argument("--threads", type=int, default=2)
+    st.set_defaults(func=cmd_study)
 
     va = sub.add_parser("validate", help="check policy files (no torch, no models)")
     va.add_argument("policy", nargs="+")

@@ -1,0 +1,82 @@
+"""``gate study`` on a tiny grid: real erasure (UCE), real LoRA fine-tunes, real measurements;
+outputs, resumption after an interruption, and config errors."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+
+from gate.cli import main
+
+TINY = """\
+version: 1
+out: {out}
+work: {work}
+concepts: [skull]
+methods: [uce]
+finetune: {{mode: lora, steps: 4, batch_size: 4, lr: 0.002, save_steps: [2]}}
+data: {{n: 16, seed: 77}}
+eval: {{n: 4, n_retained: 1, retained: [circle, zorb]}}
+factors:
+  base: {{method: uce, concept: skull}}
+  similarity: [lumo]
+"""
+
+
+def test_study_runs_resumes_and_reports(tmp_path, capsys):
+    out, work = tmp_path / "results", tmp_path / "work"
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(TINY.format(out=out, work=work))
+    assert main(["study", str(cfg), "--threads", "1"]) == 0
+    first = capsys.readouterr().out
+    rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    keys = [r["key"] for r in rows]
+    # original, unlearned, two fine-tuning steps, the control's two steps, the factor's two steps
+    assert len(keys) == 8 == len(set(keys))
+    assert {"original|skull", "unlearned|uce|skull", "finetuned|uce|skull|main|2", "finetuned|uce|skull|main|4",
+            "control|skull|2", "control|skull|4", "finetuned|uce|skull|data-lumo|4"} <= set(keys)  # fmt: skip
+    orig = next(r for r in rows if r["key"] == "original|skull")
+    assert len(orig["hits"]) == 4 and len(orig["retained_hits"]) == 2 and len(orig["incidental_hits"]) == 2
+    with (out / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    ft = [r for r in table if r["stage"] == "finetuned"]
+    assert ft and all(r["R"] != "" and float(r["R_low"]) <= float(r["R"]) <= float(r["R_high"]) for r in ft)
+    sim = [r for r in ft if r["factor"] == "similarity"]
+    assert sim and "clip_distance" in sim[0]["level"]
+    md = (out / "results.md").read_text()
+    assert "| skull | uce |" in md and "Control" in md
+    for png in ("curves.png", "heatmap.png", "factors.png"):
+        assert (out / png).stat().st_size > 1000
+    assert first.count("fine-tune ") == 3
+
+    # a rerun measures nothing again
+    assert main(["study", str(cfg), "--threads", "1"]) == 0
+    again = capsys.readouterr().out
+    assert "fine-tune " not in again and "detection" not in again.replace("rows so far", "")
+
+    # an interruption: the last measurement lost, the one before cut mid-line
+    lines = (out / "rows.jsonl").read_text().splitlines()
+    (out / "rows.jsonl").write_text("\n".join(lines[:-2]) + "\n" + lines[-2][: len(lines[-2]) // 2])
+    assert main(["study", str(cfg), "--threads", "1"]) == 0
+    resumed = capsys.readouterr().out
+    assert "fine-tune " not in resumed  # the fine-tune on disk is reused
+    redone = {json.loads(x)["key"] for x in lines[-2:]}
+    assert all(k in resumed for k in redone)
+    final = {}
+    for x in (out / "rows.jsonl").read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            final[json.loads(x)["key"]] = json.loads(x)
+    assert set(final) == set(keys)
+    for k in redone:  # the same seeds give the same measurement
+        assert final[k]["hits"] == next(r for r in rows if r["key"] == k)["hits"]
+
+
+def test_study_config_errors(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(TINY.format(out=tmp_path / "o", work=tmp_path / "w").replace("methods:", "method:"))
+    assert main(["study", str(cfg)]) == 2
+    assert "did you mean 'methods'" in capsys.readouterr().err
+    cfg.write_text(TINY.format(out=tmp_path / "o", work=tmp_path / "w").replace("[uce]", "[esd-z]"))
+    assert main(["study", str(cfg)]) == 2
+    assert main(["study", str(tmp_path / "none.yaml")]) == 2
