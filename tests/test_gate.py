@@ -198,3 +198,7 @@ def test_pytest_probes_fail_and_pass(zoo, pytester, cache_dir):
     assert len(runs) == 1 and runs[0].data.tags["gate.verdict"] == "fail"  # pytest probes/ is logged like gate check
     res = pytester.runpytest_subprocess(*args, "--update", zoo["benign"])
     assert res.parseoutcomes().get("failed", 0) == 0 and res.parseoutcomes().get("passed", 0) == 5
+    # the benign LoRA that resurges fails the same tests as the relearning control
+    res = pytester.runpytest_subprocess(*args, "--update", zoo["resurgent"], "--gate-no-track")
+    failed = {line.split("::")[-1].split(" ")[0] for line in res.stdout.lines if line.startswith("FAILED")}
+    assert any("skull-max_increase_over_baseline" in f for f in failed), res.stdout.str()[-3000:]
