@@ -458,6 +458,25 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_theory(args: argparse.Namespace) -> int:
+    from gate.theory.linear import plot_all, sweep
+
+    if args.action == "plot":
+        for p in plot_all(Path(args.out)):
+            print(f"figure: {p}")
+        return 0
+    rows = sweep()
+    worst = max(abs(r["simulated"] - r["predicted"]) for r in rows)
+    print(f"{'overlap':>8} {'curv':>6} {'eta':>5} {'steps':>6} {'closed form':>12} {'simulation':>11}")
+    for r in rows:
+        print(
+            f"{r['overlap']:>8.2f} {r['curvature']:>6.2f} {r['eta']:>5.2f} {r['steps']:>6}",
+            f"{r['predicted']:>12.4f} {r['simulated']:>11.4f}",
+        )
+    print(f"largest absolute difference over {len(rows)} points: {worst:.4f}")
+    return 0
+
+
 def _tracking_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tracking-uri",
@@ -617,6 +636,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--report", action="store_true", help="only rewrite CSV, Markdown and plots from the rows")
     st.add_argument("--threads", type=int, default=2)
     st.set_defaults(func=cmd_study)
+
+    th = sub.add_parser("theory", help="the linear model of resurgence: figures, closed form against simulation")
+    th.add_argument("action", choices=["plot", "sweep"])
+    th.add_argument("--out", default="docs/theory", help="where plot writes the figures")
+    th.set_defaults(func=cmd_theory)
 
     va = sub.add_parser("validate", help="check policy files (no torch, no models)")
     va.add_argument("policy", nargs="+")

@@ -323,14 +323,18 @@ class Study:
     def run(self) -> None:
         c = self.cfg
         self.log(f"study: {len(c.methods)} methods x {len(c.concepts)} concepts; rows so far: {len(self.rows)}")
-        for concept in c.concepts:
+        # the first concept's cells, then the factors around it, then the other concepts: on a
+        # slow machine the most informative rows come first (and a rerun resumes in this order)
+        for i, concept in enumerate(c.concepts):
             for method in c.methods:
                 self.cell(method, concept, c.finetune)
+                write_outputs(self.cfg, self.rows)
             if c.control:
                 self.control(concept, c.finetune)
             write_outputs(self.cfg, self.rows)
-        self.run_factors()
-        write_outputs(self.cfg, self.rows)
+            if i == 0:
+                self.run_factors()
+                write_outputs(self.cfg, self.rows)
 
     def run_factors(self) -> None:
         f = self.cfg.factors
