@@ -1,0 +1,164 @@
+"""``gate prescreen``: how much of the unlearning edit a candidate undoes, without generating
+a single image (seconds instead of minutes).
+
+Given the original, the unlearned and the candidate weights (the candidate as any ``--update``
+the gate accepts; a LoRA is fused first):
+
+* ``kv_undo``: for every cross-attention key/value projection, the unlearning edit's effect on
+  the erased concept's text embeddings, ``A_l = (Wu_l - Wo_l) E``, and the candidate's change,
+  ``B_l = (Wc_l - Wu_l) E`` (E: the token embeddings of the concept's prompts). The score is the
+  share of the edit that the candidate reverses, ``-sum_l <B_l, A_l> / sum_l ||A_l||^2``: 0 when
+  the candidate leaves the concept's keys and values alone, 1 when it puts them back where the
+  original had them. This is the linear model's restored fraction (``docs/theory.md``) read off
+  the real layers.
+* ``weight_undo``: the same projection in weight space over every tensor the unlearning changed,
+  ``-<Wc - Wu, Wu - Wo> / ||Wu - Wo||^2``.
+
+Given a fine-tuning data folder instead of a candidate (``data_overlap``): the overlap between
+the erased concept's embedding directions and the directions the data's conditioning excites,
+weighted by how strongly (the eigenvalues of the data's embedding second moment): the two
+quantities that set resurgence in the linear model, measured before any training.
+
+How well these predict the measured resurgence is validated on the small world's study
+(``benchmarks/prescreen_validation.py``); the figures are in ``docs/theory.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+KV = ("attn2.to_k.weight", "attn2.to_v.weight")
+
+
+def token_embeddings(pipe, prompts: list[str]) -> torch.Tensor:
+    """(tokens, dim): the text encoder's output for every real token (BOS to EOS) of the prompts."""
+    tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        h = pipe.text_encoder(tok.input_ids)[0]
+    mask = tok.attention_mask.bool()
+    return h[mask].float()
+
+
+def _fused_unet_state(pipe) -> dict[str, torch.Tensor]:
+    if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+    return {k: v.detach().float().clone() for k, v in pipe.unet.state_dict().items()}
+
+
+def weight_prescreen(
+    original: str,
+    checkpoint: str,
+    update: str | None,
+    concept_prompts: list[str],
+    *,
+    lora_scale: float = 1.0,
+    config: str | None = None,
+) -> dict[str, Any]:
+    from gate.model import apply_update, load_checkpoint
+
+    t0 = time.perf_counter()
+    p_o = load_checkpoint(original, config=config)[0]
+    p_u = load_checkpoint(checkpoint, config=config)[0]
+    p_c = load_checkpoint(checkpoint, config=config)[0]
+    apply_update(p_c, update, lora_scale=lora_scale)
+    so = {k: v.detach().float() for k, v in p_o.unet.state_dict().items()}
+    su = {k: v.detach().float() for k, v in p_u.unet.state_dict().items()}
+    sc = _fused_unet_state(p_c)
+    e_u = token_embeddings(p_u, concept_prompts)
+    e_c = token_embeddings(p_c, concept_prompts)
+    e_o = token_embeddings(p_o, concept_prompts)
+    num = den = 0.0
+    layers = {}
+    for k in so:
+        if not k.endswith(KV):
+            continue
+        a = su[k] @ e_u.T - so[k] @ e_o.T  # what unlearning did to the concept's keys/values
+        b = sc[k] @ e_c.T - su[k] @ e_u.T  # what the candidate does to them
+        aa = float((a * a).sum())
+        ab = float((a * b).sum())
+        num += -ab
+        den += aa
+        if aa > 0:
+            layers[k.removesuffix(".weight")] = round(-ab / aa, 4)
+    wn = wd = 0.0
+    for k in so:
+        du = su[k] - so[k]
+        dd = float((du * du).sum())
+        if dd == 0.0:
+            continue
+        wn += -float(((sc[k] - su[k]) * du).sum())
+        wd += dd
+    eps = eps_undo(p_o, p_u, p_c, concept_prompts)
+    return {
+        "eps_undo": eps,
+        "kv_undo": num / den if den > 0 else None,
+        "weight_undo": wn / wd if wd > 0 else None,
+        "kv_edit_energy": den,
+        "layers": layers,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "note": None if den > 0 else "the unlearning did not change cross-attention K/V on this concept",
+    }
+
+
+def eps_undo(p_o, p_u, p_c, prompts: list[str], *, n: int = 8, timesteps=(200, 500, 800), seed: int = 0) -> float:
+    """One UNet forward per model (no sampling loop, no image): on fixed noisy latents at a few
+    noise levels, with the concept's prompts as conditioning, the share of the unlearning edit's
+    change in the noise prediction that the candidate reverses."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = p_u.unet.config
+    size = cfg.sample_size
+    lat = torch.randn((n * len(prompts), cfg.in_channels, size, size), generator=g)
+    num = den = 0.0
+    with torch.no_grad():
+        conds = [token_states(p, prompts).repeat_interleave(n, 0) for p in (p_o, p_u, p_c)]
+        for t in timesteps:
+            tt = torch.full((lat.shape[0],), t, dtype=torch.long)
+            e_o, e_u, e_c = (
+                p.unet(lat, tt, encoder_hidden_states=c).sample.float()
+                for p, c in zip((p_o, p_u, p_c), conds, strict=True)
+            )
+            a, b = e_u - e_o, e_c - e_u
+            num += -float((a * b).sum())
+            den += float((a * a).sum())
+    return num / den if den > 0 else 0.0
+
+
+def token_states(pipe, prompts: list[str]) -> torch.Tensor:
+    tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")  # fmt: skip
+    return pipe.text_encoder(tok.input_ids)[0]
+
+
+def data_overlap(checkpoint: str, data_dir: Path, concept_prompts: list[str], *, energy: float = 0.9) -> dict[str, Any]:
+    """Linear-model risk of a proposed fine-tuning set: ``sum_i (lambda_i / lambda_max) *
+    ||U_f^T v_i||^2 / r`` with (lambda_i, v_i) the eigenpairs of the data's token-embedding
+    second moment and U_f the top directions (``energy`` of the variance) of the concept's."""
+    from gate.model import load_checkpoint
+
+    t0 = time.perf_counter()
+    pipe = load_checkpoint(checkpoint)[0]
+    rows = [json.loads(x) for x in (Path(data_dir) / "metadata.jsonl").read_text().splitlines() if x.strip()]
+    caps = [r.get("text") or r.get("caption") or "" for r in rows]
+    embs = torch.cat([token_embeddings(pipe, caps[i : i + 256]) for i in range(0, len(caps), 256)])
+    S = embs.T @ embs / len(embs)
+    lam, V = torch.linalg.eigh(S)
+    ef = token_embeddings(pipe, concept_prompts)
+    _, sv, vt = torch.linalg.svd(ef, full_matrices=False)
+    share = torch.cumsum(sv**2, 0) / (sv**2).sum()
+    r = int((share < energy).sum()) + 1
+    U = vt[:r].T  # dim x r
+    proj = ((V.T @ U) ** 2).sum(1)  # ||U^T v_i||^2 for each eigen-direction
+    score = float((lam.clamp(min=0) / lam.max() * proj).sum() / r)
+    return {
+        "data_overlap": score,
+        "concept_rank": r,
+        "n_captions": len(caps),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
