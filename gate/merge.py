@@ -94,6 +94,9 @@ def merge(reports: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
         wall_time_s=max(r.get("wall_time_s", 0.0) for r in reports),
         finished_at=max(r.get("finished_at", 0.0) for r in reports),
     )
+    screens = {k: v for r in reports for k, v in (r.get("prescreen") or {}).items()}
+    if screens:
+        merged["prescreen"] = screens
     for r in reports:
         for k, v in (r.get("timings_s") or {}).items():
             merged["timings_s"][k] = round(merged["timings_s"].get(k, 0.0) + v, 2)

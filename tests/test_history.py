@@ -55,6 +55,7 @@ def test_shards_split_the_concepts_and_merge_to_the_unsharded_verdict(runs, caps
     assert code == c_full == 1 and merged["verdict"] == full["verdict"] == "fail"
     assert _figures(merged) == _figures(full)
     assert merged["inputs"] == full["inputs"] and merged["reproduce"] == full["reproduce"]
+    assert set(merged["prescreen"]) == set(full["prescreen"]) == {"skull", "lumo", "star"}
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("VERDICT: FAIL")
     # the merged HTML shows the shards' images
     html = (out / "report.html").read_text()

@@ -1,0 +1,42 @@
+"""The pre-screen on the zoo's candidates: no images, real weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gate.cli import main
+from gate.prescreen import weight_prescreen
+from gate.world import concepts as C
+
+
+@pytest.fixture(scope="module")
+def scores(zoo):
+    prompts = list(C.concept("skull").synonyms)
+    return {k: weight_prescreen(zoo["original"], zoo["checkpoint"], zoo[k], prompts)
+            for k in ("relearn", "resurgent", "benign2")}  # fmt: skip
+
+
+def test_scores_rank_the_zoo_as_measured(scores):
+    # measured R: relearning control 1.00 > resurgent benign LoRA 0.70 > self-attention LoRA 0.00
+    e = {k: v["eps_undo"] for k, v in scores.items()}
+    assert e["relearn"] > e["resurgent"] > e["benign2"], e
+    assert scores["benign2"]["kv_undo"] == pytest.approx(0.0, abs=1e-6)  # it never touches cross-attention
+    assert 0 < scores["resurgent"]["kv_undo"] and scores["resurgent"]["layers"]
+
+
+def test_prescreen_cli(zoo, tmp_path, capsys):
+    assert main(["prescreen", "--original", zoo["original"], "--checkpoint", zoo["checkpoint"],
+                 "--update", zoo["resurgent"], "--concept", "skull"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert 0 < res["eps_undo"] < 1.5 and res["seconds"] > 0
+    assert main(["prescreen", "--checkpoint", zoo["checkpoint"], "--concept", "skull"]) == 2
+    assert "needs --original and --update" in capsys.readouterr().err
+    from gate.world.export import write_folder
+
+    write_folder(tmp_path / "d", n=32, seed=3, exclude=["skull"])
+    assert (
+        main(["prescreen", "--checkpoint", zoo["checkpoint"], "--data", str(tmp_path / "d"), "--concept", "skull"]) == 0
+    )
+    assert 0 <= json.loads(capsys.readouterr().out)["data_overlap"] <= 1
