@@ -35,8 +35,8 @@ browser:
 	  echo "warning: could not install chromium; tests/test_browser.py will fail"
 
 lint: $(STAMP)
-	$(BIN)/ruff check gate tests probes
-	$(BIN)/ruff format --check gate tests probes
+	$(BIN)/ruff check gate tests probes benchmarks
+	$(BIN)/ruff format --check gate tests probes benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

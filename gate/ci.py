@@ -22,7 +22,7 @@ def _escape_prop(text: str) -> str:
     return _escape(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def annotations(report: dict[str, Any], limit: int = 5) -> list[str]:
+def github_annotations(report: dict[str, Any], limit: int = 5) -> list[str]:
     bad = []
     for c in report["concepts"]:
         rules = [r for r in c["rules"] if r["verdict"] in ("fail", "inconclusive")]

@@ -453,11 +453,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_annotate(args: argparse.Namespace) -> int:
     from gate import report as R
-    from gate.ci import annotations, write_step_summary
+    from gate.ci import github_annotations, write_step_summary
     from gate.merge import load
 
     rep = load(Path(args.report))
-    for line in annotations(rep, limit=args.limit):
+    for line in github_annotations(rep, limit=args.limit):
         print(line)
     written = write_step_summary(R.markdown(rep), args.summary)
     if written:

@@ -38,9 +38,8 @@ def overall_from_dicts(rules: list[dict[str, Any]], inconclusive_fails: bool) ->
 
     from gate.judge import overall
 
-    return overall(
-        [SimpleNamespace(verdict=r["verdict"]) for r in rules if r["verdict"] != "skipped"], inconclusive_fails
-    )  # type: ignore[misc]
+    items: list = [SimpleNamespace(verdict=r["verdict"]) for r in rules if r["verdict"] != "skipped"]
+    return overall(items, inconclusive_fails)
 
 
 def merge(reports: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:

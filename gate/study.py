@@ -190,7 +190,7 @@ class Study:
                 tmp = self.rows_path.with_suffix(".jsonl.tmp")
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows.values()))
                 os.replace(tmp, self.rows_path)
-        self._clip = None
+        self._clip: Any = None
 
     @property
     def clip(self):
@@ -424,11 +424,12 @@ def table(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if orig and unl and r["stage"] in ("finetuned", "control"):
             a_o, a_u, a_f = (_unbits(x["hits"]) for x in (orig, unl, r))
             rec["R"] = resurgence(_mean(a_o), _mean(a_u), _mean(a_f))
+
             # paired bootstrap over image indices (the same seeds and prompts in all three)
-            lo, hi = bootstrap(
-                lambda idx, a_o=a_o, a_u=a_u, a_f=a_f: resurgence(*(_mean([v[i] for i in idx]) for v in (a_o, a_u, a_f))),
-                len(a_f), reps=1000, seed=0,
-            )  # fmt: skip
+            def stat(idx, a_o=a_o, a_u=a_u, a_f=a_f) -> float:
+                return resurgence(*(_mean([v[i] for i in idx]) for v in (a_o, a_u, a_f)))
+
+            lo, hi = bootstrap(stat, len(a_f), reps=1000, seed=0)
             rec["R_low"], rec["R_high"] = lo, hi
             rec["incidental_unlearned"] = _rate(unl["incidental_hits"])
         out.append(rec)
@@ -476,7 +477,7 @@ def markdown(cfg: StudyConfig, recs: list[dict[str, Any]]) -> str:
                 last[k] = r
     unl = {(r["method"], r["concept"]): r for r in main if r["stage"] == "unlearned"}
     orig = {r["concept"]: r for r in recs if r["stage"] == "original"}
-    ctrl = {}
+    ctrl: dict[str, dict[str, Any]] = {}
     for r in recs:
         if r["stage"] == "control" and (r["concept"] not in ctrl or r["step"] > ctrl[r["concept"]]["step"]):
             ctrl[r["concept"]] = r

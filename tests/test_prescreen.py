@@ -23,7 +23,7 @@ def test_scores_rank_the_zoo_as_measured(scores):
     e = {k: v["eps_undo"] for k, v in scores.items()}
     assert e["relearn"] > e["resurgent"] > e["benign2"], e
     assert scores["benign2"]["kv_undo"] == pytest.approx(0.0, abs=1e-6)  # it never touches cross-attention
-    assert 0 < scores["resurgent"]["kv_undo"] and scores["resurgent"]["layers"]
+    assert scores["resurgent"]["kv_undo"] > 0 and scores["resurgent"]["layers"]
 
 
 def test_prescreen_cli(zoo, tmp_path, capsys):
