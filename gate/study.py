@@ -323,17 +323,23 @@ class Study:
     def run(self) -> None:
         c = self.cfg
         self.log(f"study: {len(c.methods)} methods x {len(c.concepts)} concepts; rows so far: {len(self.rows)}")
-        # the first concept's cells, then the factors around it, then the other concepts: on a
-        # slow machine the most informative rows come first (and a rerun resumes in this order)
-        for i, concept in enumerate(c.concepts):
-            for method in c.methods:
-                self.cell(method, concept, c.finetune)
-                write_outputs(self.cfg, self.rows)
-            if c.control:
-                self.control(concept, c.finetune)
+        # the first concept's cells, then the factors around it, then the other concepts method by
+        # method: on a slow machine the most informative rows come first, and an interrupted run
+        # leaves whole methods measured on every concept (a rerun resumes in this order)
+        first, rest = c.concepts[0], c.concepts[1:]
+        for method in c.methods:
+            self.cell(method, first, c.finetune)
             write_outputs(self.cfg, self.rows)
-            if i == 0:
-                self.run_factors()
+        if c.control:
+            self.control(first, c.finetune)
+        self.run_factors()
+        write_outputs(self.cfg, self.rows)
+        if c.control:
+            for concept in rest:
+                self.control(concept, c.finetune)
+        for method in c.methods:
+            for concept in rest:
+                self.cell(method, concept, c.finetune)
                 write_outputs(self.cfg, self.rows)
 
     def run_factors(self) -> None:
