@@ -84,6 +84,33 @@ def main() -> None:
         summary[f"spearman_{score}"] = round(spearman(xs, [r["R"] for r in rows]), 3) if len(rows) > 2 else None
     (out / "validation.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
     print(json.dumps(summary))
+    # before training: the data-overlap score of each fine-tuning set the similarity factor used
+    from gate.prescreen import data_overlap
+
+    data_rows = []
+    for key, r in recs.items():
+        if r["stage"] != "finetuned" or r.get("R") is None or r["factor"] not in ("similarity", ""):
+            continue
+        _, tag, concept, ft_name, step = key.split("|")
+        if tag != "esd-x" or concept != "skull" or (ft_name != "main" and not ft_name.startswith("data-")):
+            continue
+        last = max(int(k.split("|")[-1]) for k in recs if k.startswith(f"finetuned|{tag}|{concept}|{ft_name}|"))
+        if int(step) != last:
+            continue
+        require = ft_name.removeprefix("data-") if ft_name.startswith("data-") else None
+        folder = study.data_dir(concept, require)
+        d = data_overlap(str(cfg.work / "models" / f"{tag}-{concept}"), folder, list(C.concept(concept).synonyms))
+        data_rows.append({"data": folder.name, "R": r["R"], **d})
+        print(f"data {folder.name:<40} R {r['R']:6.2f}  data_overlap {d['data_overlap']:.3f}")
+    if len(data_rows) > 2:
+        summary["spearman_data_overlap"] = round(
+            spearman([d["data_overlap"] for d in data_rows], [d["R"] for d in data_rows]), 3
+        )
+        summary["n_data"] = len(data_rows)
+    (out / "validation.json").write_text(
+        json.dumps({"summary": summary, "rows": rows, "data_rows": data_rows}, indent=2) + "\n"
+    )
+    print(json.dumps(summary))
     import matplotlib
 
     matplotlib.use("Agg")
