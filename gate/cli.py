@@ -352,8 +352,14 @@ def _prescreen_stage(check, opts, console) -> dict:
 
     out = {}
     for c in check.concepts:
-        r = weight_prescreen(opts.original, opts.checkpoint, opts.update, list(c.prompts),
-                             lora_scale=opts.lora_scale, config=opts.config)  # fmt: skip
+        try:
+            r = weight_prescreen(opts.original, opts.checkpoint, opts.update, list(c.prompts),
+                                 lora_scale=opts.lora_scale, config=opts.config)  # fmt: skip
+        except GateError:
+            raise  # bad input stops here, as it would in the image stage
+        except Exception as e:  # the pre-screen only informs; the verdict comes from the images
+            console.print(f"[yellow]pre-screen skipped for {c.name}: {type(e).__name__}: {str(e)[:200]}[/]")
+            continue
         r.pop("layers", None)
         out[c.name] = r
         kv = "n/a" if r["kv_undo"] is None else f"{r['kv_undo']:.2f}"
