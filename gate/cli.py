@@ -348,23 +348,22 @@ def _prescreen_stage(check, opts, console) -> dict:
     """The fast first stage: how much of the unlearning edit the candidate undoes, per concept,
     before any image. Reported only: the small world's validation does not support failing on
     it yet (docs/theory.md), so the verdict always comes from the images."""
-    from gate.prescreen import weight_prescreen
+    from gate.prescreen import weight_prescreen_many
 
-    out = {}
-    for c in check.concepts:
-        try:
-            r = weight_prescreen(opts.original, opts.checkpoint, opts.update, list(c.prompts),
-                                 lora_scale=opts.lora_scale, config=opts.config)  # fmt: skip
-        except GateError:
-            raise  # bad input stops here, as it would in the image stage
-        except Exception as e:  # the pre-screen only informs; the verdict comes from the images
-            console.print(f"[yellow]pre-screen skipped for {c.name}: {type(e).__name__}: {str(e)[:200]}[/]")
-            continue
+    try:
+        out = weight_prescreen_many(opts.original, opts.checkpoint, opts.update,
+                                    {c.name: list(c.prompts) for c in check.concepts},
+                                    lora_scale=opts.lora_scale, config=opts.config)  # fmt: skip
+    except GateError:
+        raise  # bad input stops here, as it would in the image stage
+    except Exception as e:  # the pre-screen only informs; the verdict comes from the images
+        console.print(f"[yellow]pre-screen skipped: {type(e).__name__}: {str(e)[:200]}[/]")
+        return {}
+    for name, r in out.items():
         r.pop("layers", None)
-        out[c.name] = r
         kv = "n/a" if r["kv_undo"] is None else f"{r['kv_undo']:.2f}"
         console.print(
-            f"pre-screen {c.name}: the candidate undoes {r['eps_undo']:.2f} of the erasure's effect on the "
+            f"pre-screen {name}: the candidate undoes {r['eps_undo']:.2f} of the erasure's effect on the "
             f"noise prediction (K/V on the concept's tokens {kv}, weights {r['weight_undo'] or 0:.2f}) "
             f"in {r['seconds']:.1f} s",
             highlight=False,

@@ -20,7 +20,7 @@ weighted by how strongly (the eigenvalues of the data's embedding second moment)
 quantities that set resurgence in the linear model, measured before any training.
 
 How well these predict the measured resurgence is validated on the small world's study
-(``benchmarks/prescreen_validation.py``); the figures are in ``docs/theory.md``.
+(``benchmarks/prescreen_validation.py``, output in ``results/prescreen/``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,22 @@ def weight_prescreen(
     lora_scale: float = 1.0,
     config: str | None = None,
 ) -> dict[str, Any]:
+    """The scores for one erased concept (see ``weight_prescreen_many``)."""
+    return weight_prescreen_many(
+        original, checkpoint, update, {"concept": concept_prompts}, lora_scale=lora_scale, config=config
+    )["concept"]
+
+
+def weight_prescreen_many(
+    original: str,
+    checkpoint: str,
+    update: str | None,
+    prompt_sets: dict[str, list[str]],
+    *,
+    lora_scale: float = 1.0,
+    config: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Scores per concept (name -> its prompts); the three models load once for all concepts."""
     from gate.model import apply_update, load_checkpoint
 
     t0 = time.perf_counter()
@@ -71,22 +87,38 @@ def weight_prescreen(
     so = {k: v.detach().float() for k, v in p_o.unet.state_dict().items()}
     su = {k: v.detach().float() for k, v in p_u.unet.state_dict().items()}
     sc = _fused_unet_state(p_c)
-    e_u = token_embeddings(p_u, concept_prompts)
-    e_c = token_embeddings(p_c, concept_prompts)
-    e_o = token_embeddings(p_o, concept_prompts)
-    num = den = 0.0
-    layers = {}
-    for k in so:
-        if not k.endswith(KV):
-            continue
-        a = su[k] @ e_u.T - so[k] @ e_o.T  # what unlearning did to the concept's keys/values
-        b = sc[k] @ e_c.T - su[k] @ e_u.T  # what the candidate does to them
-        aa = float((a * a).sum())
-        ab = float((a * b).sum())
-        num += -ab
-        den += aa
-        if aa > 0:
-            layers[k.removesuffix(".weight")] = round(-ab / aa, 4)
+    weight_undo = _weight_undo(so, su, sc)
+    t_load = time.perf_counter() - t0
+    out = {}
+    for name, prompts in prompt_sets.items():
+        t1 = time.perf_counter()
+        e_o, e_u, e_c = (token_embeddings(p, prompts) for p in (p_o, p_u, p_c))
+        num = den = 0.0
+        layers = {}
+        for k in so:
+            if not k.endswith(KV):
+                continue
+            a = su[k] @ e_u.T - so[k] @ e_o.T  # what unlearning did to the concept's keys/values
+            b = sc[k] @ e_c.T - su[k] @ e_u.T  # what the candidate does to them
+            aa = float((a * a).sum())
+            ab = float((a * b).sum())
+            num += -ab
+            den += aa
+            if aa > 0:
+                layers[k.removesuffix(".weight")] = round(-ab / aa, 4)
+        out[name] = {
+            "eps_undo": eps_undo(p_o, p_u, p_c, prompts),
+            "kv_undo": num / den if den > 0 else None,
+            "weight_undo": weight_undo,
+            "kv_edit_energy": den,
+            "layers": layers,
+            "seconds": round(t_load + time.perf_counter() - t1, 2),
+            "note": None if den > 0 else "the unlearning did not change cross-attention K/V on this concept",
+        }
+    return out
+
+
+def _weight_undo(so: dict, su: dict, sc: dict) -> float | None:
     wn = wd = 0.0
     for k in so:
         du = su[k] - so[k]
@@ -95,16 +127,7 @@ def weight_prescreen(
             continue
         wn += -float(((sc[k] - su[k]) * du).sum())
         wd += dd
-    eps = eps_undo(p_o, p_u, p_c, concept_prompts)
-    return {
-        "eps_undo": eps,
-        "kv_undo": num / den if den > 0 else None,
-        "weight_undo": wn / wd if wd > 0 else None,
-        "kv_edit_energy": den,
-        "layers": layers,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "note": None if den > 0 else "the unlearning did not change cross-attention K/V on this concept",
-    }
+    return wn / wd if wd > 0 else None
 
 
 def eps_undo(p_o, p_u, p_c, prompts: list[str], *, n: int = 8, timesteps=(200, 500, 800), seed: int = 0) -> float:
@@ -131,9 +154,9 @@ def eps_undo(p_o, p_u, p_c, prompts: list[str], *, n: int = 8, timesteps=(200, 5
 
 
 def token_states(pipe, prompts: list[str]) -> torch.Tensor:
-    tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")  # fmt: skip
-    return pipe.text_encoder(tok.input_ids)[0]
+    from gate.sd import prompt_ids
+
+    return pipe.text_encoder(prompt_ids(pipe, prompts))[0]
 
 
 def data_overlap(checkpoint: str, data_dir: Path, concept_prompts: list[str], *, energy: float = 0.9) -> dict[str, Any]:

@@ -173,6 +173,16 @@ def sweep(
     return rows
 
 
+def _finish(fig, ax, path):
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_all(out_dir, seed: int = 0) -> list:
     import matplotlib
 
@@ -198,11 +208,7 @@ def plot_all(out_dir, seed: int = 0) -> list:
         ax.plot(ovs[::4], sims, "o", color="tab:red" if sc == 1.0 else "tab:blue", label=f"simulation, x{sc:g}")
     ax.set_xlabel("overlap (cos angle, erased subspace vs fine-tuning data)")
     ax.set_ylabel(f"restored fraction R after {k} steps")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "theory_overlap.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_finish(fig, ax, out / "theory_overlap.png"))
     # 2. against curvature
     scs = np.geomspace(0.01, 3.0, 15)
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -227,11 +233,7 @@ def plot_all(out_dir, seed: int = 0) -> list:
     ax.set_xlabel("curvature scale of the fine-tuning loss (eigenvalues of S)")
     ax.set_ylabel("restored fraction R")
     ax.set_title("overlap 0.6; dots: simulation", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "theory_curvature.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_finish(fig, ax, out / "theory_curvature.png"))
     # 3. against steps
     ks = np.unique(np.geomspace(1, 400, 25).astype(int))
     fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -243,9 +245,5 @@ def plot_all(out_dir, seed: int = 0) -> list:
     ax.set_xlabel("fine-tuning steps")
     ax.set_ylabel("restored fraction R")
     ax.set_title("lines: closed form; dots: simulation", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "theory_steps.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_finish(fig, ax, out / "theory_steps.png"))
     return paths
