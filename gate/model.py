@@ -222,10 +222,11 @@ def _load_full_folder(pipe, folder: Path) -> None:
     unet = _guard(
         lambda: UNet2DConditionModel.from_pretrained(str(unet_dir), local_files_only=True), f"--update {folder} (unet)"
     )
-    if dict(unet.config) != dict(pipe.unet.config):
-        diff = sorted(
-            k for k in set(unet.config) | set(pipe.unet.config) if unet.config.get(k) != pipe.unet.config.get(k)
-        )
+    # keys such as _name_or_path and _diffusers_version record where and how a folder was saved,
+    # not the architecture; every other key must match
+    keys = {k for k in set(unet.config) | set(pipe.unet.config) if k == "_class_name" or not k.startswith("_")}
+    diff = sorted(k for k in keys if unet.config.get(k) != pipe.unet.config.get(k))
+    if diff:
         raise BadInput(
             f"--update {folder}: its UNet is another architecture than the checkpoint's "
             f"(differs in {', '.join(diff[:5])})"

@@ -81,6 +81,30 @@ def test_full_finetune_loads_with_from_pretrained(world_dir, benign, tmp_path):
     assert diff > 0
 
 
+def test_full_finetune_applies_as_a_gate_update(world_dir, benign, tmp_path):
+    """The gate applies a full fine-tune folder (and its intermediate checkpoints) to the model:
+    the folder's saved config names another path, which is not another architecture."""
+    from diffusers import UNet2DConditionModel
+
+    from gate.model import apply_update
+    from gate.world.models import unet_config
+
+    out = tmp_path / "full"
+    finetune(world_dir / "sd", benign, out, FinetuneConfig(mode="full", steps=2, batch_size=4, save_steps=(1,)))
+    for folder in (out, out / "checkpoint-1"):
+        pipe = load_pipeline(world_dir / "sd")
+        ident = apply_update(pipe, str(folder))
+        assert ident is not None and ident.kind == "full-folder"
+        saved = UNet2DConditionModel.from_pretrained(str(folder / "unet"), local_files_only=True)
+        for (name, a), b in zip(pipe.unet.state_dict().items(), saved.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    # a folder whose UNet has other block sizes is refused, naming the difference
+    other = tmp_path / "other"
+    UNet2DConditionModel(**dict(unet_config(), block_out_channels=(16, 32, 48))).save_pretrained(other / "unet")
+    with pytest.raises(BadInput, match="another architecture.*block_out_channels"):
+        apply_update(load_pipeline(world_dir / "sd"), str(other))
+
+
 def test_lora_for_another_architecture_is_refused(world_dir, tmp_path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from peft import LoraConfig
