@@ -3,7 +3,12 @@
 For every (method, concept, candidate) triple that the study measured (each fine-tune and each
 of its saved checkpoints, rows in ``results/study/rows.jsonl``, models in the study's work
 folder) and for the zoo's candidates, computes the pre-screen scores and compares them with the
-measured R: Spearman rank correlation per score, a scatter plot, and the time per triple.
+measured R: Spearman rank correlation per score, on every triple and on the triples whose R is
+well defined (the unlearning removed at least half of the concept and kept retained fidelity at
+0.5 or more; elsewhere R divides by a small, noisy gap), the split-half reliability of the
+measured R itself (the ceiling any predictor can reach), and for each score the threshold that
+an early fail would need (no triple with R at or below the policy's 0.30 above it) and how many
+resurgent triples it would catch. A scatter plot, and the time per triple.
 
     python benchmarks/prescreen_validation.py [--study studies/small-world.yaml] [--out results/prescreen]
 """
@@ -31,6 +36,56 @@ def spearman(x: list[float], y: list[float]) -> float:
 
     rx, ry = ranks(x), ranks(y)
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+SCORES = ("eps_undo", "guidance_undo", "kv_undo", "weight_undo")
+MAX_R = 0.30  # the policies' max_resurgence
+
+
+def well_defined(r: dict) -> bool:
+    """R = (A_ft - A_unl) / (A_orig - A_unl) means something when the erasure worked: it removed at
+    least half of the concept and left retained fidelity at 0.5 or more."""
+    return r["gap"] >= 0.5 and r["retained_unlearned"] >= 0.5
+
+
+def early_fail(rows: list[dict], score: str, max_r: float) -> dict:
+    """The lowest threshold at which failing early would have failed no triple with R <= max_r,
+    and how many of the resurgent triples (R > max_r) it would have caught."""
+    ok = [r[score] or 0.0 for r in rows if r["R"] <= max_r]
+    bad = [r[score] or 0.0 for r in rows if r["R"] > max_r]
+    thr = max(ok) if ok else float("-inf")
+    return {"threshold": round(thr, 3), "caught": sum(b > thr for b in bad), "resurgent": len(bad)}
+
+
+def reliability(study, keys: list[str], splits: int = 20) -> dict | None:
+    """Split-half reliability of the measured R: the images of each cell split at random into two
+    halves (the same split for the original, unlearned and fine-tuned rates, which share seeds),
+    R computed on each half, Spearman across triples; averaged over splits, then stepped up to the
+    full sample with Spearman-Brown. A predictor cannot rank the triples better than R's own
+    measurement repeats itself."""
+    import random
+
+    from gate.stats import resurgence
+    from gate.study import _unbits
+
+    if len(keys) < 3:
+        return None
+    cells = []
+    for key in keys:
+        _, tag, concept, _, _ = key.split("|")
+        rows = study.rows
+        cells.append([_unbits(rows[k]["hits"]) for k in (f"original|{concept}", f"unlearned|{tag}|{concept}", key)])
+    n = min(len(c[2]) for c in cells)
+    vals = []
+    for s in range(splits):
+        idx = list(range(n))
+        random.Random(s).shuffle(idx)
+        halves = []
+        for part in (idx[: n // 2], idx[n // 2 :]):
+            halves.append([resurgence(*(sum(v[i] for i in part) / len(part) for v in c)) for c in cells])
+        vals.append(spearman(*halves))
+    half = float(np.mean(vals))
+    return {"split_half": round(half, 3), "spearman_brown": round(2 * half / (1 + half), 3), "n": len(keys)}
 
 
 def main() -> None:
@@ -61,12 +116,17 @@ def main() -> None:
             continue
         where = folder if int(step) == final["config"]["steps"] else folder / f"checkpoint-{step}"
         update = where / LORA_WEIGHTS if final["mode"] == "lora" else where
-        triples.append({"key": key, "checkpoint": str(base), "update": str(update), "concept": concept, "R": r["R"]})
+        unl = recs[f"unlearned|{tag}|{concept}"]
+        triples.append({"key": key, "checkpoint": str(base), "update": str(update), "concept": concept, "R": r["R"],
+                        "gap": recs[f"original|{concept}"]["detection"] - unl["detection"],
+                        "retained_unlearned": unl["retained"]})  # fmt: skip
     for name, e in zoo.entries().items():
         if e["kind"] == "candidate":
             triples.append(
                 {"key": f"zoo|{name}", "checkpoint": str(zoo.materialize(e["base"])),
-                 "update": str(zoo.update_path(name)), "concept": e["concept"], "R": e["measured"]["R"]}
+                 "update": str(zoo.update_path(name)), "concept": e["concept"], "R": e["measured"]["R"],
+                 "gap": e["measured"]["original"]["detection"] - e["measured"]["unlearned"]["detection"],
+                 "retained_unlearned": e["measured"]["unlearned"]["retained_fidelity"]}
             )  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,12 +136,22 @@ def main() -> None:
         s = weight_prescreen(original, t["checkpoint"], t["update"], list(C.concept(t["concept"]).synonyms))
         s.pop("layers", None)
         rows.append({**t, **s})
-        print(f"{t['key']:<45} R {t['R']:6.2f}  eps_undo {s['eps_undo']:6.2f}  kv_undo {s['kv_undo'] or 0:6.2f}  "
-              f"weight_undo {s['weight_undo'] or 0:6.2f}  ({s['seconds']:.1f} s)")  # fmt: skip
-    summary = {"n": len(rows), "seconds_per_triple": round((time.perf_counter() - t_all) / max(1, len(rows)), 2)}
-    for score in ("eps_undo", "kv_undo", "weight_undo"):
-        xs = [r[score] if r[score] is not None else 0.0 for r in rows]
-        summary[f"spearman_{score}"] = round(spearman(xs, [r["R"] for r in rows]), 3) if len(rows) > 2 else None
+        print(f"{t['key']:<45} R {t['R']:6.2f}  eps_undo {s['eps_undo']:6.2f}  "
+              f"guidance_undo {s['guidance_undo']:6.2f}  kv_undo {s['kv_undo'] or 0:6.2f}  "
+              f"weight_undo {s['weight_undo'] or 0:6.2f}  ({s['seconds']:.1f} s)",
+              flush=True)  # fmt: skip
+    summary: dict = {"n": len(rows), "seconds_per_triple": round((time.perf_counter() - t_all) / max(1, len(rows)), 2)}
+    defined = [r for r in rows if well_defined(r)]
+    summary["n_well_defined"] = len(defined)
+    for score in SCORES:
+        for name, sub in (("", rows), ("_well_defined", defined)):
+            xs = [r[score] if r[score] is not None else 0.0 for r in sub]
+            summary[f"spearman_{score}{name}"] = round(spearman(xs, [r["R"] for r in sub]), 3) if len(sub) > 2 else None
+        summary[f"early_fail_{score}"] = early_fail(rows, score, MAX_R)
+    summary["reliability_of_R"] = reliability(study, [r["key"] for r in rows if r["key"].startswith("finetuned|")])
+    summary["reliability_of_R_well_defined"] = reliability(
+        study, [r["key"] for r in defined if r["key"].startswith("finetuned|")]
+    )
     (out / "validation.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
     print(json.dumps(summary))
     # before training: the data-overlap score of each fine-tuning set the similarity factor used
@@ -116,13 +186,21 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, score in zip(axes, ("eps_undo", "kv_undo", "weight_undo"), strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    well = [well_defined(r) for r in rows]
+    for ax, score in zip(axes, SCORES, strict=True):
         xs = [r[score] if r[score] is not None else 0.0 for r in rows]
-        ax.scatter(xs, [r["R"] for r in rows], s=18)
+        ax.scatter([x for x, w in zip(xs, well, strict=True) if w],
+                   [r["R"] for r, w in zip(rows, well, strict=True) if w], s=18, label="R well defined")  # fmt: skip
+        ax.scatter([x for x, w in zip(xs, well, strict=True) if not w],
+                   [r["R"] for r, w in zip(rows, well, strict=True) if not w], s=18, marker="x", c="grey",
+                   label="weak or broken erasure")  # fmt: skip
+        ax.axhline(MAX_R, lw=0.8, ls="--", c="k")
         ax.set_xlabel(score)
         ax.set_ylabel("measured R")
-        ax.set_title(f"{score}: Spearman {summary[f'spearman_{score}']}")
+        ax.set_title(f"{score}: Spearman {summary[f'spearman_{score}']} ({summary[f'spearman_{score}_well_defined']})",
+                     fontsize=9)  # fmt: skip
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "validation.png", dpi=100)
     print(f"wrote {out}/validation.json, validation.png")

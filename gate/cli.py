@@ -364,8 +364,9 @@ def _prescreen_stage(check, opts, console) -> dict:
         kv = "n/a" if r["kv_undo"] is None else f"{r['kv_undo']:.2f}"
         console.print(
             f"pre-screen {name}: the candidate undoes {r['eps_undo']:.2f} of the erasure's effect on the "
-            f"noise prediction (K/V on the concept's tokens {kv}, weights {r['weight_undo'] or 0:.2f}) "
-            f"in {r['seconds']:.1f} s",
+            f"noise prediction, {r['guidance_undo']:.2f} of it on the concept's guidance (K/V on the "
+            f"concept's tokens {kv}, weights {r['weight_undo'] or 0:.2f}) in {r['seconds']:.1f} s; "
+            "report only, the verdict comes from the images",
             highlight=False,
         )
     return out

@@ -11,6 +11,8 @@ the gate accepts; a LoRA is fused first):
   the candidate leaves the concept's keys and values alone, 1 when it puts them back where the
   original had them. This is the linear model's restored fraction (``docs/theory.md``) read off
   the real layers.
+* ``eps_undo`` and ``guidance_undo`` (``noise_undo``): the same question asked of the UNet's
+  noise prediction for the concept's prompts, one forward pass per model and noise level.
 * ``weight_undo``: the same projection in weight space over every tensor the unlearning changed,
   ``-<Wc - Wu, Wu - Wo> / ||Wu - Wo||^2``.
 
@@ -107,7 +109,7 @@ def weight_prescreen_many(
             if aa > 0:
                 layers[k.removesuffix(".weight")] = round(-ab / aa, 4)
         out[name] = {
-            "eps_undo": eps_undo(p_o, p_u, p_c, prompts),
+            **noise_undo(p_o, p_u, p_c, prompts),
             "kv_undo": num / den if den > 0 else None,
             "weight_undo": weight_undo,
             "kv_edit_energy": den,
@@ -130,17 +132,30 @@ def _weight_undo(so: dict, su: dict, sc: dict) -> float | None:
     return wn / wd if wd > 0 else None
 
 
-def eps_undo(p_o, p_u, p_c, prompts: list[str], *, n: int = 8, timesteps=(200, 500, 800), seed: int = 0) -> float:
-    """One UNet forward per model (no sampling loop, no image): on fixed noisy latents at a few
-    noise levels, with the concept's prompts as conditioning, the share of the unlearning edit's
-    change in the noise prediction that the candidate reverses."""
+def noise_undo(
+    p_o, p_u, p_c, prompts: list[str], *, n: int = 8, timesteps=(200, 500, 800), seed: int = 0
+) -> dict[str, float]:
+    """One conditional and one unconditional UNet forward per model and noise level (no sampling
+    loop, no image), on fixed noisy latents with the concept's prompts as conditioning:
+
+    * ``eps_undo``: the share of the unlearning edit's change in the conditional noise
+      prediction that the candidate reverses (projection onto the reversed edit);
+    * ``guidance_undo``: how far the candidate brings the concept's guidance vector
+      ``g = eps(concept) - eps(empty prompt)``, the part of the prediction that classifier-free
+      guidance amplifies, back to the original model's: ``1 - |g_c - g_o| / |g_u - g_o|`` (1: back
+      at the original's, 0: no closer than the unlearned model's, below 0: further away). Drift
+      that moves the conditional and unconditional predictions alike, as benign fine-tuning
+      does, cancels in ``g``.
+    """
     g = torch.Generator().manual_seed(seed)
     cfg = p_u.unet.config
     size = cfg.sample_size
     lat = torch.randn((n * len(prompts), cfg.in_channels, size, size), generator=g)
     num = den = 0.0
+    d_c = d_u = 0.0
     with torch.no_grad():
         conds = [token_states(p, prompts).repeat_interleave(n, 0) for p in (p_o, p_u, p_c)]
+        unconds = [token_states(p, [""]).expand_as(c) for p, c in zip((p_o, p_u, p_c), conds, strict=True)]
         for t in timesteps:
             tt = torch.full((lat.shape[0],), t, dtype=torch.long)
             e_o, e_u, e_c = (
@@ -150,7 +165,16 @@ def eps_undo(p_o, p_u, p_c, prompts: list[str], *, n: int = 8, timesteps=(200, 5
             a, b = e_u - e_o, e_c - e_u
             num += -float((a * b).sum())
             den += float((a * a).sum())
-    return num / den if den > 0 else 0.0
+            g_o, g_u, g_c = (
+                e - p.unet(lat, tt, encoder_hidden_states=u).sample.float()
+                for p, u, e in zip((p_o, p_u, p_c), unconds, (e_o, e_u, e_c), strict=True)
+            )
+            d_c += float(((g_c - g_o) ** 2).sum())
+            d_u += float(((g_u - g_o) ** 2).sum())
+    return {
+        "eps_undo": num / den if den > 0 else 0.0,
+        "guidance_undo": 1.0 - (d_c / d_u) ** 0.5 if d_u > 0 else 0.0,
+    }
 
 
 def token_states(pipe, prompts: list[str]) -> torch.Tensor:

@@ -22,6 +22,9 @@ def test_scores_rank_the_zoo_as_measured(scores):
     # measured R: relearning control 1.00 > resurgent benign LoRA 0.70 > self-attention LoRA 0.00
     e = {k: v["eps_undo"] for k, v in scores.items()}
     assert e["relearn"] > e["resurgent"] > e["benign2"], e
+    g = {k: v["guidance_undo"] for k, v in scores.items()}
+    assert g["relearn"] > g["resurgent"] > g["benign2"], g
+    assert g["relearn"] <= 1.0  # 1 means the guidance is back at the original model's
     assert scores["benign2"]["kv_undo"] == pytest.approx(0.0, abs=1e-6)  # it never touches cross-attention
     assert scores["resurgent"]["kv_undo"] > 0 and scores["resurgent"]["layers"]
 
