@@ -101,7 +101,7 @@ def test_full_finetune_applies_as_a_gate_update(world_dir, benign, tmp_path):
     # a folder whose UNet has other block sizes is refused, naming the difference
     other = tmp_path / "other"
     UNet2DConditionModel(**dict(unet_config(), block_out_channels=(16, 32, 48))).save_pretrained(other / "unet")
-    with pytest.raises(BadInput, match="another architecture.*block_out_channels"):
+    with pytest.raises(BadInput, match=r"another architecture.*block_out_channels"):
         apply_update(load_pipeline(world_dir / "sd"), str(other))
 
 
