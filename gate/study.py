@@ -236,6 +236,7 @@ class Study:
 
         folder = self.cfg.work / "models" / f"{method}-{concept}{tag}"
         if (folder / "erase.json").is_file():
+            self._check_same_config(folder, method, concept, tag, overrides)
             return folder
         retained = retained_for(concept, self.cfg.eval)
         request = EraseRequest(list(C.concept(concept).synonyms), retained, seed=self.cfg.seed)
@@ -248,6 +249,26 @@ class Study:
             shutil.rmtree(folder)
         tmp.rename(folder)
         return folder
+
+    def _check_same_config(
+        self, folder: Path, method: str, concept: str, tag: str, overrides: dict[str, Any] | None
+    ) -> None:
+        """A resumed study must not mix rows of models made with an older preset: refuse when the
+        model in the work folder was erased with another configuration than the one asked now."""
+        from gate.errors import BadInput
+        from gate.unlearn import get_method
+
+        made = json.loads((folder / "erase.json").read_text()).get("config", {})
+        now = json.loads(json.dumps(dataclasses.asdict(get_method(method).config("small-world", overrides))))
+        diff = sorted(k for k in set(made) | set(now) if made.get(k) != now.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {made.get(k)!r} -> {now.get(k)!r}" for k in diff[:4])
+            raise BadInput(
+                f"study work folder {self.cfg.work}: {folder.name} was erased with another {method} configuration "
+                f"than the current preset ({shown}); its measured rows would mix with new ones. Use a new work "
+                f"folder (work: in the study file), or delete {folder} and the rows.jsonl lines whose key "
+                f"starts with unlearned|{method}{tag}|{concept} or finetuned|{method}{tag}|{concept}| to remeasure it"
+            )
 
     def data_dir(self, concept: str, require: str | None = None) -> Path:
         from gate.world.export import write_folder

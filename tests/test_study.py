@@ -71,6 +71,15 @@ def test_study_runs_resumes_and_reports(tmp_path, capsys):
     for k in redone:  # the same seeds give the same measurement
         assert final[k]["hits"] == next(r for r in rows if r["key"] == k)["hits"]
 
+    # a model made with an older preset is not silently reused: its rows would mix with new ones
+    rec_path = work / "models" / "uce-skull" / "erase.json"
+    rec = json.loads(rec_path.read_text())
+    rec["config"]["preserve_scale"] = 123.0
+    rec_path.write_text(json.dumps(rec))
+    assert main(["study", str(cfg), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "another uce configuration" in err and "preserve_scale: 123.0" in err
+
 
 def test_study_config_errors(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
