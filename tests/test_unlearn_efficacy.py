@@ -19,15 +19,10 @@ from gate.world.models import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 ERASE_MARGIN = 0.5  # skull detection must drop by at least 50 points (from ~1.0)
 RETAIN_MARGIN = 0.15  # retained fidelity may drop by at most 15 points
-# Per-method margins where the small-world preset measured weaker (2026-11-30, n=24 skull
-# images, 6 per retained type): SalUn kept 0.91 -> 0.63, MACE 0.91 -> 0.74, EraseDiff 0.91 ->
-# 0.72. Stated, not hidden: these presets need tuning (docs/unlearning.md).
+# Per-method margins, should a preset measure weaker than the defaults (none does since the
+# presets were tuned on 2026-11-30; the figures are in docs/unlearning.md).
 ERASE: dict[str, float] = {}
-RETAIN = {"salun": 0.35, "mace": 0.25, "erasediff": 0.25}
-# SHS's preset breaks the model (skull 0.58, retained 0.04): a known failure, kept visible
-KNOWN_BROKEN = {
-    "shs": "small-world SHS preset: trimming the top 1% then 10 repair epochs leaves retained fidelity ~0.04"
-}
+RETAIN: dict[str, float] = {}
 RETAINED = [*C.SHAPES, *C.IDENTITIES]
 KW = {"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE}
 
@@ -41,13 +36,7 @@ def before(world_pipe, world_clip):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "method",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[m])) if m in KNOWN_BROKEN else m
-        for m in METHODS
-    ],
-)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_method_erases_skull_and_keeps_the_rest(method, before, world_dir, world_clip, tmp_path):
     a_orig, f_orig = before
     assert a_orig >= 0.8, "the world's own skull fidelity is the premise of this test"
