@@ -19,10 +19,6 @@ from gate.world.models import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 ERASE_MARGIN = 0.5  # skull detection must drop by at least 50 points (from ~1.0)
 RETAIN_MARGIN = 0.15  # retained fidelity may drop by at most 15 points
-# Per-method margins, should a preset measure weaker than the defaults (none does since the
-# presets were tuned on 2026-11-30; the figures are in docs/unlearning.md).
-ERASE: dict[str, float] = {}
-RETAIN: dict[str, float] = {}
 RETAINED = [*C.SHAPES, *C.IDENTITIES]
 KW = {"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE}
 
@@ -46,5 +42,5 @@ def test_method_erases_skull_and_keeps_the_rest(method, before, world_dir, world
     a_unl = detection_rate(pipe, world_clip, "skull", n=24, **KW)
     f_unl = mean_fidelity(pipe, world_clip, RETAINED, n=6, **KW)
     print(f"{method}: skull {a_orig:.2f} -> {a_unl:.2f}, retained {f_orig:.2f} -> {f_unl:.2f}")
-    assert a_unl <= a_orig - ERASE.get(method, ERASE_MARGIN), f"{method}: skull {a_orig:.2f} -> {a_unl:.2f}"
-    assert f_unl >= f_orig - RETAIN.get(method, RETAIN_MARGIN), f"{method}: retained {f_orig:.2f} -> {f_unl:.2f}"
+    assert a_unl <= a_orig - ERASE_MARGIN, f"{method}: skull {a_orig:.2f} -> {a_unl:.2f}"
+    assert f_unl >= f_orig - RETAIN_MARGIN, f"{method}: retained {f_orig:.2f} -> {f_unl:.2f}"
