@@ -102,6 +102,7 @@ def main() -> None:
 
     cfg = load_config(args.study)
     study = Study(cfg, log=lambda m: None)
+    study.check_world()  # the study's models and rows must come from the world the zoo is built on
     recs = {r["key"]: r for r in table(study.rows)}
     original = str(zoo.materialize("world"))
     triples = []
@@ -207,4 +208,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from gate.errors import BadInput
+
+    try:
+        main()
+    except BadInput as e:
+        raise SystemExit(f"error: {e}") from None

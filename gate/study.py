@@ -191,6 +191,7 @@ class Study:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows.values()))
                 os.replace(tmp, self.rows_path)
         self._clip: Any = None
+        self._world: dict[str, str] | None = None
 
     @property
     def clip(self):
@@ -258,7 +259,15 @@ class Study:
         from gate.errors import BadInput
         from gate.unlearn import get_method
 
-        made = json.loads((folder / "erase.json").read_text()).get("config", {})
+        record = json.loads((folder / "erase.json").read_text())
+        base = record.get("inputs", {}).get("checkpoint_sha256")
+        if base != self.world_stamp()["sd_sha256"]:
+            raise BadInput(
+                f"study work folder {self.cfg.work}: {folder.name} was erased from another build of the world's "
+                f"model (sha256 {str(base)[:12]}, now {self.world_stamp()['sd_sha256'][:12]}); use a new work folder "
+                "(work: in the study file)"
+            )
+        made = record.get("config", {})
         now = json.loads(json.dumps(dataclasses.asdict(get_method(method).config("small-world", overrides))))
         diff = sorted(k for k in set(made) | set(now) if made.get(k) != now.get(k))
         if diff:
@@ -341,8 +350,44 @@ class Study:
             self._measured(f"control|{concept}|{s}", pipe, concept,
                            {"stage": "control", "method": "none", "finetune": "main", "step": s})  # fmt: skip
 
+    def world_stamp(self) -> dict[str, str]:
+        """Content hashes of the world the study measures on: the original model and the detector."""
+        if self._world is None:
+            from gate.sd import hash_tree
+            from gate.world.clip import ASSETS
+
+            self._world = {"sd_sha256": hash_tree(self.original()), "clip_sha256": hash_tree(ASSETS / "clip")}
+        return self._world
+
+    def check_world(self) -> None:
+        """Rows measured on one build of the world must not mix with rows of another: the output
+        folder records the hashes of the world its rows were measured on (``world.json``), and a
+        run against another build is refused."""
+        from gate.errors import BadInput
+
+        stamp = self.cfg.out / "world.json"
+        now = self.world_stamp()
+        if stamp.is_file():
+            made = json.loads(stamp.read_text())
+            diff = [k for k in now if made.get(k) != now[k]]
+            if diff:
+                raise BadInput(
+                    f"{self.cfg.out}: its rows were measured on another build of the world ("
+                    + ", ".join(f"{k} {made.get(k, '?')[:12]} there, {now[k][:12]} now" for k in diff)
+                    + "); write the study to a new folder (out: and work: in the study file) to measure afresh"
+                )
+            return
+        if self.rows:
+            raise BadInput(
+                f"{self.cfg.out}: rows.jsonl has rows but no world.json saying which build of the world they were "
+                "measured on; write the study to a new folder (out: and work: in the study file)"
+            )
+        self.cfg.out.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps(now, indent=2) + "\n")
+
     def run(self) -> None:
         c = self.cfg
+        self.check_world()
         self.log(f"study: {len(c.methods)} methods x {len(c.concepts)} concepts; rows so far: {len(self.rows)}")
         # the first concept's cells, then the factors around it, then the other concepts method by
         # method: on a slow machine the most informative rows come first, and an interrupted run
@@ -494,6 +539,15 @@ def _f(x: Any) -> str:
     return "" if x is None else f"{x:.2f}"
 
 
+def _world_line(cfg: StudyConfig) -> list[str]:
+    stamp = cfg.out / "world.json"
+    if not stamp.is_file():
+        return []
+    w = json.loads(stamp.read_text())
+    return [f"Measured on the world build with model sha256 {w.get('sd_sha256', '?')[:12]} and detector sha256 "
+            f"{w.get('clip_sha256', '?')[:12]} (`world.json` beside this file; a run against another build is refused)."]  # fmt: skip
+
+
 def markdown(cfg: StudyConfig, recs: list[dict[str, Any]]) -> str:
     main = [r for r in recs if not r["factor"]]
     last: dict[tuple[str, str], dict[str, Any]] = {}
@@ -519,6 +573,7 @@ def markdown(cfg: StudyConfig, recs: list[dict[str, Any]]) -> str:
         f"Detection: {cfg.eval.n} images for held-out prompts of the concept; retained fidelity and incidental "
         f"detection: {cfg.eval.n_retained} images per retained concept. Intervals are 95% (Wilson for rates, "
         "paired bootstrap over images for R).",
+        *_world_line(cfg),
         "",
         "## Detection rate and normalised resurgence R after benign fine-tuning",
         "",

@@ -73,12 +73,31 @@ def test_study_runs_resumes_and_reports(tmp_path, capsys):
 
     # a model made with an older preset is not silently reused: its rows would mix with new ones
     rec_path = work / "models" / "uce-skull" / "erase.json"
-    rec = json.loads(rec_path.read_text())
+    saved = rec_path.read_text()
+    rec = json.loads(saved)
     rec["config"]["preserve_scale"] = 123.0
     rec_path.write_text(json.dumps(rec))
     assert main(["study", str(cfg), "--threads", "1"]) == 2
     err = capsys.readouterr().err
     assert "another uce configuration" in err and "preserve_scale: 123.0" in err
+
+    # nor one erased from another build of the world's model
+    rec = json.loads(saved)
+    rec["inputs"]["checkpoint_sha256"] = "0" * 64
+    rec_path.write_text(json.dumps(rec))
+    assert main(["study", str(cfg), "--threads", "1"]) == 2
+    assert "erased from another build of the world's model (sha256 000000000000" in capsys.readouterr().err
+
+    # the output folder records the world its rows were measured on; rows of another build are refused
+    stamp = json.loads((out / "world.json").read_text())
+    assert len(stamp["sd_sha256"]) == 64 and len(stamp["clip_sha256"]) == 64
+    assert stamp["sd_sha256"][:12] in (out / "results.md").read_text()
+    (out / "world.json").write_text(json.dumps({**stamp, "sd_sha256": "f" * 64}))
+    assert main(["study", str(cfg), "--threads", "1"]) == 2
+    assert "another build of the world (sd_sha256 ffffffffffff there" in capsys.readouterr().err
+    (out / "world.json").unlink()
+    assert main(["study", str(cfg), "--threads", "1"]) == 2
+    assert "no world.json" in capsys.readouterr().err
 
 
 def test_study_config_errors(tmp_path, capsys):
