@@ -16,7 +16,7 @@ def measure(
     world: Path | str,
     *,
     n_clip: int = 1000,
-    n_per_concept: int = 32,
+    n_per_concept: int = 64,
     steps: int = M.DEFAULT_STEPS,
     guidance: float = M.DEFAULT_GUIDANCE,
     seed: int | None = None,

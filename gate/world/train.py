@@ -51,7 +51,7 @@ class BuildConfig:
     # Images showing these objects are drawn this many times more often in SD training: the
     # shapes the model found hardest at equal sampling (star and diamond fell short of the
     # fidelity target; their textured variants came out as crosses and stars).
-    sd_oversample: dict[str, float] = field(default_factory=lambda: {"star": 2.0, "diamond": 1.5})
+    sd_oversample: dict[str, float] = field(default_factory=lambda: {"star": 2.0, "diamond": 1.5, "cross": 1.5})
     extra: dict[str, Any] = field(default_factory=dict)
 
     def scaled(self, factor: float) -> BuildConfig:
