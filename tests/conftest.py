@@ -53,7 +53,7 @@ def zoo():
         "checkpoint": str(zoo.materialize(demo["checkpoint"])),
         "original": str(zoo.materialize("world")),
         "benign": str(zoo.update_path(demo["benign"])),
-        "benign2": str(zoo.update_path(demo["benign_selfattn"])),
+        "benign_kv": str(zoo.update_path(demo["benign_kv"])),
         "relearn": str(zoo.update_path(demo["relearn"])),
         "resurgent": str(zoo.update_path(demo["resurgent"])),
     }

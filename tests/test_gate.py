@@ -54,14 +54,14 @@ def test_benign_candidate_that_resurges_fails(zoo, tmp_path, cache_dir):
 
 
 def test_benign_candidate_passes(zoo, tmp_path, cache_dir):
-    """A LoRA on cross-attention K/V trained on data without any skull: measured not to resurge."""
+    """A LoRA on self-attention only, trained on data without any skull: measured not to resurge."""
     code, rep, _ = run_check(zoo, "benign", tmp_path, cache_dir)
     assert code == 0 and rep["verdict"] == "pass", rules(rep)
 
 
 def test_second_candidate_only_generates_its_own_images(zoo, tmp_path, cache_dir):
     run_check(zoo, "benign", tmp_path / "a", cache_dir)
-    _, rep, _ = run_check(zoo, "benign2", tmp_path / "b", cache_dir)
+    _, rep, _ = run_check(zoo, "benign_kv", tmp_path / "b", cache_dir)
     # every baseline and original image was a cache hit
     n_base = sum(r["n"] for r in rules(rep).values() if r["rule"] == "max_presence_rate")
     assert rep["cache"]["hits"] >= n_base

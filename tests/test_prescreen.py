@@ -15,17 +15,17 @@ from gate.world import concepts as C
 def scores(zoo):
     prompts = list(C.concept("skull").synonyms)
     return {k: weight_prescreen(zoo["original"], zoo["checkpoint"], zoo[k], prompts)
-            for k in ("relearn", "resurgent", "benign2")}  # fmt: skip
+            for k in ("relearn", "resurgent", "benign")}  # fmt: skip
 
 
 def test_scores_rank_the_zoo_as_measured(scores):
-    # measured R: relearning control 1.00 > resurgent benign LoRA 0.70 > self-attention LoRA 0.00
+    # measured R: relearning control 0.98 > resurgent benign LoRA 0.83 > self-attention LoRA 0.00
     e = {k: v["eps_undo"] for k, v in scores.items()}
-    assert e["relearn"] > e["resurgent"] > e["benign2"], e
+    assert e["relearn"] > e["resurgent"] > e["benign"], e
     g = {k: v["guidance_undo"] for k, v in scores.items()}
-    assert g["relearn"] > g["resurgent"] > g["benign2"], g
+    assert g["relearn"] > g["resurgent"] > g["benign"], g
     assert g["relearn"] <= 1.0  # 1 means the guidance is back at the original model's
-    assert scores["benign2"]["kv_undo"] == pytest.approx(0.0, abs=1e-6)  # it never touches cross-attention
+    assert scores["benign"]["kv_undo"] == pytest.approx(0.0, abs=1e-6)  # it never touches cross-attention
     assert scores["resurgent"]["kv_undo"] > 0 and scores["resurgent"]["layers"]
 
 
