@@ -41,10 +41,12 @@ class EraseDiff(Method):
         # Small world: c_n is the empty prompt (the world has no unrelated "pokemon"), lambda 1
         # and K 1 as in the Imagenette example, 15 epochs at a higher rate (1e-4) for its tiny
         # UNet. At 2e-4 for 10 epochs the skull only fell to 0.25 and retained fidelity to 0.72;
-        # at 1e-4 for 15 epochs: skull 0.29, retained 0.87 (n = 24 / 6).
+        # at 1e-4 for 15 epochs: skull 0.29, retained 0.87 (n = 24 / 6). On the current world
+        # build 1e-4 left the skull at 0.50; 1.5e-4 gives skull 0.17, retained 0.91 -> 0.81 (1.2e-4:
+        # 0.33; 20 epochs at 1e-4: 0.62; lambda 0.5 at 1.5e-4: 0.38).
         return {
             "original": EraseDiffConfig(),
-            "small-world": EraseDiffConfig(epochs=15, k_steps=1, lambda_bome=1.0, lr=1e-4, non_concept_prompt=""),
+            "small-world": EraseDiffConfig(epochs=15, k_steps=1, lambda_bome=1.0, lr=1.5e-4, non_concept_prompt=""),
         }
 
     def run(

@@ -37,11 +37,13 @@ class UCE(Method):
     config_cls = UCEConfig
 
     def presets(self) -> dict[str, Any]:
-        # Small world (measured, skull erased, 9 retained object types): editing values only,
-        # with preserve weight 3, gives skull 1.00 -> 0.03 and retained 0.92 -> 0.83; editing
-        # keys too at weight 1 gave retained 0.72, and preserved concepts in the erased
-        # concept's frames did not help (0.72, with a weaker erasure).
-        return {"original": UCEConfig(), "small-world": UCEConfig(preserve_scale=3.0, with_to_k=False)}
+        # Small world (measured, skull erased, 9 retained object types, n = 24 / 6): values only,
+        # preserve weight 30. On the current world build: weight 3 gives skull 1.00 -> 0.04 and
+        # retained 0.91 -> 0.72, weight 10 0.08 / 0.83, weight 30 0.08 / 0.87; a larger ridge
+        # weight (lamb 0.5) helps less (0.08 / 0.76 at weight 3). On the previous build, editing
+        # keys too cost 10 more points of retained fidelity, and preserved concepts in the erased
+        # concept's frames did not help.
+        return {"original": UCEConfig(), "small-world": UCEConfig(preserve_scale=30.0, with_to_k=False)}
 
     def run(self, pipe, request: EraseRequest, cfg: UCEConfig, data: dict[str, ImageSet], progress: ProgressFactory):
         frames = AUGMENT_FRAMES if cfg.augment else ("{}",)
