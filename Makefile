@@ -41,7 +41,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Rebuild the small world's models (about 44 minutes on 2 CPU cores).
+# Rebuild the small world's models (about 43 minutes on 2 CPU cores).
 world: $(STAMP)
 	$(BIN)/gate world build
 

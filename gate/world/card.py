@@ -32,9 +32,8 @@ def write_card(folder: Path, record: dict[str, Any]) -> Path:
         "",
         "Wall time per stage (s), 2 CPU threads: "
         + ", ".join(f"{k} {v}" for k, v in record["timings_s"].items())
-        + f" (total {sum(record['timings_s'].values()) / 60:.1f} min). Stages trained in the last run: "
-        + ", ".join(record.get("stages_rebuilt", ["vae", "clip", "sd"]))
-        + "; the times of the others are those recorded when they were trained.",
+        + f" (total {sum(record['timings_s'].values()) / 60:.1f} min). "
+        + _stages_sentence(record.get("stages_rebuilt", ["vae", "clip", "sd"])),
         "",
         "Libraries: " + ", ".join(f"{k} {v}" for k, v in record["libraries"].items()) + ".",
     ]
@@ -63,3 +62,12 @@ def write_card(folder: Path, record: dict[str, Any]) -> Path:
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(parts))
     return path
+
+
+def _stages_sentence(rebuilt: list[str]) -> str:
+    if set(rebuilt) >= {"vae", "clip", "sd"}:
+        return "Every stage was trained in this run."
+    return (
+        f"Stages trained in the last run: {', '.join(rebuilt)}; "
+        "the times of the others are those recorded when they were trained."
+    )
