@@ -573,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     world_dir_arg(e)
     e.add_argument("--json", action="store_true", help="print only the JSON (always the last line)")
     e.add_argument("--n-clip", type=int, default=1000, help="fresh images for CLIP accuracy")
-    e.add_argument("--n-per-concept", type=int, default=64, help="generated images per concept")
+    e.add_argument(
+        "--n-per-concept", type=int, default=None, help="generated images per concept (default: as the build measures)"
+    )
     e.add_argument("--steps", type=int, default=None, help="sampler steps (default: the world's default)")
     e.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the world's default)")
     e.add_argument("--seed", type=int, default=None, help="evaluation seed (default: fixed, disjoint from training)")

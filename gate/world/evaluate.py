@@ -98,7 +98,7 @@ def sd_fidelity(
     pipe,
     clip: WorldCLIP,
     *,
-    n_per_concept: int = 64,
+    n_per_concept: int,
     seed: int = EVAL_SEED,
     steps: int,
     guidance: float,
