@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test browser lint typecheck world clean-env
+.PHONY: demo test test-fast browser lint typecheck world clean-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ demo: $(STAMP)
 	elif [ $$code -eq 0 ]; then echo "demo: the gate passed the resurgent candidate: that is a regression"; exit 1; \
 	else exit $$code; fi
 
+# Every test, all three tiers (tests/unit, tests/integration, tests/e2e): real models, real gate runs.
 test: $(STAMP) browser
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
+
+# The unit tier alone (tests/unit): no model is loaded, done in well under a minute.
+test-fast: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest tests/unit -q
 
 # Headless Chromium for the HTML report test (Debian's package; needs root or sudo).
 browser:

@@ -1,4 +1,8 @@
-"""Shared fixtures: the shipped small world, loaded once per session through the real APIs."""
+"""Shared fixtures: the shipped small world, loaded once per session through the real APIs.
+
+The tests come in three tiers, one folder each: unit/ (no model is loaded), integration/ (the small
+world's models), e2e/ (whole gate runs). Each test gets its folder's marker, so
+``pytest -m unit`` selects the same tests as ``pytest tests/unit``."""
 
 from __future__ import annotations
 
@@ -15,7 +19,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub, i
 os.environ["GATE_TRACKING_URI"] = f"sqlite:///{Path(tempfile.mkdtemp(prefix='gate-tests-mlflow-')) / 'mlflow.db'}"
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e")
 pytest_plugins = ["pytester"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its tier, the folder it lives in under tests/."""
+    for item in items:
+        try:
+            tier = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # outside tests/ (a pytester run's own files)
+            continue
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

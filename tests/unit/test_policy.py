@@ -11,7 +11,7 @@ import pytest
 
 from gate.policy import PolicyError, load_policy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = textwrap.dedent(
     """
     version: 1

@@ -15,7 +15,7 @@ import pytest
 
 from gate.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POLICY3 = str(REPO / "tests" / "policies" / "three-concepts.yaml")
 ARTIFACTS = Path(os.environ.get("GATE_TEST_ARTIFACTS", REPO / "out" / "test-artifacts"))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gate.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POLICY = str(REPO / "policies" / "small-world.yaml")
 
 

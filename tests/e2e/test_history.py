@@ -14,7 +14,7 @@ import pytest
 
 from gate.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POLICY3 = str(REPO / "tests" / "policies" / "three-concepts.yaml")
 
 
