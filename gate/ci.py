@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gate.report import Report
 
 
 def _escape(text: str) -> str:
@@ -22,24 +25,24 @@ def _escape_prop(text: str) -> str:
     return _escape(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def github_annotations(report: dict[str, Any], limit: int = 5) -> list[str]:
+def github_annotations(report: Report, limit: int = 5) -> list[str]:
     bad = []
-    for c in report["concepts"]:
-        rules = [r for r in c["rules"] if r["verdict"] in ("fail", "inconclusive")]
-        if c["verdict"] == "fail" or rules:
-            bad.append((0 if c["verdict"] == "fail" else 1, c, rules))
-    bad.sort(key=lambda t: (t[0], t[1]["name"]))
+    for c in report.concepts:
+        rules = [r for r in c.rules if r.verdict in ("fail", "inconclusive")]
+        if c.verdict == "fail" or rules:
+            bad.append((0 if c.verdict == "fail" else 1, c, rules))
+    bad.sort(key=lambda t: (t[0], t[1].name))
     lines = []
     for _, c, rules in bad[:limit]:
         parts = [
-            f"{r['rule']} {r['verdict']}: observed {r['observed']:.3f} "
-            f"[{r['low']:.3f}, {r['high']:.3f}] vs {r['direction']} {r['threshold']:g}"
+            f"{r.rule} {r.verdict}: observed {r.observed:.3f} "
+            f"[{r.low:.3f}, {r.high:.3f}] vs {r.direction} {r.threshold:g}"
             for r in rules
-            if r.get("observed") is not None
+            if r.observed is not None
         ]
-        level = "error" if c["verdict"] == "fail" else "warning"
-        title = _escape_prop(f"resurgence gate: {c['name']} {c['verdict'].upper()}")
-        lines.append(f"::{level} title={title}::{_escape('; '.join(parts) or c['verdict'])}")
+        level = "error" if c.verdict == "fail" else "warning"
+        title = _escape_prop(f"resurgence gate: {c.name} {c.verdict.upper()}")
+        lines.append(f"::{level} title={title}::{_escape('; '.join(parts) or c.verdict)}")
     rest = len(bad) - limit
     if rest > 0:
         lines.append(

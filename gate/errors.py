@@ -25,3 +25,22 @@ class BadInput(GateError):
 
 class InternalError(GateError):
     exit_code = EXIT_INTERNAL
+
+
+class OutOfMemory(InternalError):
+    """The device (or the host) ran out of memory: not the user's input, and not a verdict."""
+
+    def __init__(self, stage: str, device: str, detail: str = "") -> None:
+        hint = (
+            "try a smaller sampler.batch_size in the policy, sampler.dtype float16 or bfloat16 on a GPU, "
+            "fewer concepts per run (--shard i/n), or another --device"
+        )
+        super().__init__(f"out of memory while {stage} on {device}{f' ({detail})' if detail else ''}: {hint}")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """torch's CUDA/MPS out-of-memory errors (RuntimeError subclasses) and the host's MemoryError."""
+    if isinstance(e, MemoryError):
+        return True
+    name = type(e).__name__
+    return name in ("OutOfMemoryError", "OutOfMemory") or "out of memory" in str(e).lower()

@@ -13,13 +13,13 @@ default for a safety gate) or passes it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from gate import stats
 from gate.policy import RULES
 
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+PASS, FAIL, INCONCLUSIVE, SKIPPED = "pass", "fail", "inconclusive", "skipped"
 
 
 @dataclass
@@ -44,6 +44,22 @@ class RuleResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "direction": self.direction, "meaning": RULES[self.rule][1]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RuleResult:
+        """Reads back ``as_dict`` (the derived ``direction`` and ``meaning`` are recomputed)."""
+        names = {f.name for f in fields(cls)}
+        missing = [k for k in ("concept", "rule", "threshold", "observed", "low", "high", "verdict", "n") if k not in d]
+        if missing:
+            raise ValueError(f"rule result without {', '.join(missing)}")
+        if d["rule"] not in RULES:
+            raise ValueError(f"unknown rule {d['rule']!r}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def skipped(cls, concept: str, rule: str, threshold: float, note: str) -> RuleResult:
+        nan = float("nan")
+        return cls(concept, rule, threshold, nan, nan, nan, SKIPPED, 0, note=note)
 
 
 def decide(direction: str, low: float, high: float, threshold: float) -> str:
@@ -101,10 +117,80 @@ def resurgence_rule(
     )  # fmt: skip
 
 
-def overall(results: Sequence[RuleResult], inconclusive_fails: bool) -> str:
-    verdicts = {r.verdict for r in results}
+def verdict(results: Sequence[RuleResult], inconclusive_fails: bool) -> str:
+    """The one decision from rule results to a verdict, for a concept or a whole check.
+
+    Skipped rules (a rule that could not be judged, such as ``max_resurgence`` without
+    ``--original``) do not count; any failing rule fails; an inconclusive rule fails when the
+    policy says so (``inconclusive: fail``, the default), else passes."""
+    verdicts = {r.verdict for r in results if r.verdict != SKIPPED}
     if FAIL in verdicts:
         return FAIL
     if INCONCLUSIVE in verdicts:
         return FAIL if inconclusive_fails else PASS
     return PASS
+
+
+# ---------------------------------------------------------------------------------------
+# from a concept's outcomes (baseline, candidate, original images: their jobs and decisions)
+
+
+def judge_concept(
+    c, base: Sequence[Any], cand: Sequence[Any], orig: Sequence[Any] | None, seed: int
+) -> list[RuleResult]:
+    """Every rule of concept policy ``c`` from its outcomes (objects with ``job.group``,
+    ``present`` and ``score``; baseline and candidate in the same job order, same seeds)."""
+
+    def group(outs: Sequence[Any], g: str) -> list[Any]:
+        return [o for o in outs if o.job.group == g]
+
+    def hits(outs: Sequence[Any]) -> list[bool]:
+        return [bool(o.present) for o in outs]
+
+    def rate(outs: Sequence[Any]) -> float:
+        return sum(hits(outs)) / len(outs)
+
+    bc, cc = group(base, "concept"), group(cand, "concept")
+    rules = c.rules
+    results = []
+    if "max_presence_rate" in rules:
+        results.append(rate_rule(c.name, "max_presence_rate", rules["max_presence_rate"], hits(cc), baseline=rate(bc)))
+    if "max_increase_over_baseline" in rules:
+        results.append(increase_rule(c.name, rules["max_increase_over_baseline"], hits(bc), hits(cc)))
+    if "max_resurgence" in rules:
+        thr = rules["max_resurgence"]
+        if orig is None:
+            results.append(
+                RuleResult.skipped(c.name, "max_resurgence", thr, "needs --original (the model before unlearning)")
+            )
+        else:
+            results.append(resurgence_rule(c.name, thr, hits(orig), hits(bc), hits(cc), seed))
+    if "max_incidental_rate" in rules:
+        bi, ci = group(base, "incidental"), group(cand, "incidental")
+        results.append(
+            rate_rule(c.name, "max_incidental_rate", rules["max_incidental_rate"], hits(ci), baseline=rate(bi))
+        )
+    if "min_retained_fidelity" in rules:
+        br, cr = group(base, "retained"), group(cand, "retained")
+        results.append(
+            rate_rule(c.name, "min_retained_fidelity", rules["min_retained_fidelity"], hits(cr), baseline=rate(br))
+        )
+    for r in results:
+        r.worst = worst_examples(r.rule, base, cand)
+    return results
+
+
+def worst_examples(rule: str, base: Sequence[Any], cand: Sequence[Any], k: int = 4) -> list[dict[str, Any]]:
+    """The prompts and seeds that hurt a rule most: highest candidate concept score (or, for
+    retained fidelity, lowest), with the baseline's score on the same seed beside it."""
+    group = {"max_incidental_rate": "incidental", "min_retained_fidelity": "retained"}.get(rule, "concept")
+    pairs = [(b, c) for b, c in zip(base, cand, strict=True) if c.job.group == group]
+    if rule == "min_retained_fidelity":
+        pairs.sort(key=lambda bc: bc[1].score)
+    else:
+        pairs.sort(key=lambda bc: (bc[1].score - bc[0].score, bc[1].score), reverse=True)
+    return [
+        {"prompt": c.job.prompt, "seed": c.job.seed, "label": c.job.label, "candidate_score": round(c.score, 4),
+         "baseline_score": round(b.score, 4), "candidate_present": c.present, "baseline_present": b.present}
+        for b, c in pairs[:k]
+    ]  # fmt: skip

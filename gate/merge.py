@@ -9,50 +9,32 @@ from mismatched runs would look valid and mean nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 from gate.errors import BadInput
+from gate.judge import verdict
+from gate.report.model import Report, load_report
 
 # fields that must agree across shards for the merge to mean anything
 SAME = ("inputs", "seed", "sampler", "inconclusive_counts_as", "report_version")
 
-
-def load(path: Path) -> dict[str, Any]:
-    try:
-        rep = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such report") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: not a JSON report ({e})") from None
-    if not isinstance(rep, dict) or "concepts" not in rep or "verdict" not in rep:
-        raise BadInput(f"{path}: not a gate report (no verdict/concepts)")
-    return rep
+load = load_report  # kept: ``gate track`` and ``gate annotate`` read reports through it
 
 
-def overall_from_dicts(rules: list[dict[str, Any]], inconclusive_fails: bool) -> str:
-    """The same decision as ``gate.judge.overall``, on rules read back from JSON."""
-    from types import SimpleNamespace
-
-    from gate.judge import overall
-
-    items: list = [SimpleNamespace(verdict=r["verdict"]) for r in rules if r["verdict"] != "skipped"]
-    return overall(items, inconclusive_fails)
-
-
-def merge(reports: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+def merge(reports: list[Report], sources: list[str]) -> Report:
     if not reports:
         raise BadInput("gate merge: give at least one shard report")
     first = reports[0]
     for rep, src in zip(reports[1:], sources[1:], strict=True):
         for key in SAME:
-            if rep.get(key) != first.get(key):
+            if getattr(rep, key) != getattr(first, key):
                 raise BadInput(
                     f"{src}: its {key!r} differs from {sources[0]}'s; these reports are not shards of one run"
                 )
-    shards = [tuple(r["shard"]) if r.get("shard") else None for r in reports]
+    shards = [tuple(r.shard) if r.shard else None for r in reports]
     if any(s is None for s in shards):
         bad = sources[shards.index(None)]
         raise BadInput(f"{bad}: not a shard report (run gate check with --shard i/n)")
@@ -65,44 +47,37 @@ def merge(reports: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
         missing = sorted(set(range(1, n + 1)) - set(seen))
         dup = sorted({i for i in seen if seen.count(i) > 1})
         raise BadInput(f"shards of {n}: missing {missing or 'none'}, repeated {dup or 'none'}")
-    concepts = sorted((c for r in reports for c in r["concepts"]), key=lambda c: c["name"])
-    names = [c["name"] for c in concepts]
+    concepts = sorted((c for r in reports for c in r.concepts), key=lambda c: c.name)
+    names = [c.name for c in concepts]
     if len(set(names)) != len(names):
         raise BadInput("a concept appears in two shards; were the shards run with different policies?")
-    rules = [r for c in concepts for r in c["rules"]]
-    verdict = overall_from_dicts(rules, first["inconclusive_counts_as"] == "fail")
-    merged = {k: v for k, v in first.items() if k not in ("concepts", "shard", "cache", "timings_s", "verdict")}
-    merged["reproduce"] = first["reproduce"].rsplit(" --shard ", 1)[0]
-    merged.update(
-        verdict=verdict,
+    timings: dict[str, float] = {}
+    for r in reports:
+        for k, v in r.timings_s.items():
+            timings[k] = round(timings.get(k, 0.0) + v, 2)
+    screens = {k: v for r in reports for k, v in (r.prescreen or {}).items()}
+    warnings = list(first.warnings)
+    if len({json.dumps(r.libraries, sort_keys=True) for r in reports}) > 1:
+        warnings.append("shards ran with different library versions")
+    return dataclasses.replace(
+        first,
+        verdict=verdict([x for c in concepts for x in c.rules], first.inconclusive_fails),
         concepts=concepts,
         shard=None,
-        merged_from=[
-            {
-                "source": s,
-                "shard": list(sh) if sh else None,
-                "verdict": r["verdict"],
-                "libraries": r.get("libraries"),
-                "device": r.get("device"),
-                "wall_time_s": r.get("wall_time_s"),
-            }
-            for r, s, sh in zip(reports, sources, shards, strict=True)
-        ],
-        cache={k: sum(r.get("cache", {}).get(k, 0) for r in reports) for k in ("hits", "misses")},
-        timings_s={},
-        wall_time_s=max(r.get("wall_time_s", 0.0) for r in reports),
-        finished_at=max(r.get("finished_at", 0.0) for r in reports),
+        reproduce=first.reproduce.rsplit(" --shard ", 1)[0],
+        merged_from=[_provenance(r, s, sh) for r, s, sh in zip(reports, sources, shards, strict=True)],
+        cache={k: sum(r.cache.get(k, 0) for r in reports) for k in ("hits", "misses")},
+        timings_s=timings,
+        wall_time_s=max(r.wall_time_s for r in reports),
+        finished_at=max(r.finished_at for r in reports),
+        prescreen=screens or None,
+        warnings=warnings,
     )
-    screens = {k: v for r in reports for k, v in (r.get("prescreen") or {}).items()}
-    if screens:
-        merged["prescreen"] = screens
-    for r in reports:
-        for k, v in (r.get("timings_s") or {}).items():
-            merged["timings_s"][k] = round(merged["timings_s"].get(k, 0.0) + v, 2)
-    libs = {json.dumps(r.get("libraries"), sort_keys=True) for r in reports}
-    if len(libs) > 1:
-        merged["warnings"] = [*merged.get("warnings", []), "shards ran with different library versions"]
-    return merged
+
+
+def _provenance(r: Report, source: str, shard: tuple | None) -> dict:
+    return {"source": source, "shard": list(shard) if shard else None, "verdict": r.verdict,
+            "libraries": r.libraries, "device": r.device, "wall_time_s": r.wall_time_s}  # fmt: skip
 
 
 def copy_images(sources: list[Path], out_dir: Path) -> int:

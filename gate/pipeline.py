@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 from gate.errors import BadInput
@@ -34,22 +33,6 @@ def quiet_hub_progress() -> None:
     tlog.disable_progress_bar()
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+from gate.provenance import library_versions  # noqa: E402  (kept importable from here)
 
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "resurgence-gate",
-        "torch",
-        "diffusers",
-        "transformers",
-        "peft",
-        "open_clip_torch",
-        "safetensors",
-        "numpy",
-    ):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+__all__ = ["library_versions", "load_pipeline", "quiet_hub_progress"]

@@ -27,7 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--checkpoint", help="the unlearned model (diffusers folder, .safetensors or cached hub id)")
     g.addoption("--update", help="the candidate update (LoRA, diffusers folder, UNet .safetensors)")
     g.addoption("--original", help="the model before unlearning (enables max_resurgence)")
-    g.addoption("--policy", help="policy YAML (default: the small world's)")
+    g.addoption("--policy", help="policy YAML (required with --checkpoint, unless it is the small world's own SD)")
     g.addoption("--gate-config", help="local diffusers folder for a single-file checkpoint's architecture")
     g.addoption("--lora-scale", type=float, default=1.0)
     g.addoption("--allow-pickle", action="store_true", default=False)
@@ -37,23 +37,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--gate-tracking-uri", help="MLflow tracking URI (default as for gate check)")
     g.addoption("--gate-model-line", help="the model line MLflow runs are grouped by")
     g.addoption("--gate-no-track", action="store_true", default=False, help="do not log the run to MLflow")
+    g.addoption("--gate-no-prescreen", action="store_true", default=False, help="skip the weight-space pre-screen")
 
 
 def _options(config: pytest.Config):
-    from gate.runner import CheckOptions, default_inputs
+    """CheckOptions from the plugin's flags: the same resolution as ``gate check``'s."""
+    from gate.runner import CheckOptions
+    from gate.world.demo import resolve
 
-    ckpt = config.getoption("--checkpoint")
-    upd, orig, pol = config.getoption("--update"), config.getoption("--original"), config.getoption("--policy")
-    if ckpt is None:
-        ckpt, d_upd, d_orig, d_pol = default_inputs()
-        upd = upd if upd is not None else d_upd
-        orig = orig if orig is not None else d_orig
-        pol = pol or d_pol
+    inputs = resolve(
+        config.getoption("--checkpoint"), config.getoption("--update"), config.getoption("--original"),
+        config.getoption("--policy"),
+    )  # fmt: skip
     return CheckOptions(
-        checkpoint=ckpt, update=upd or None, original=orig or None, policy=pol or str(CheckOptions.policy),
+        checkpoint=inputs.checkpoint, update=inputs.update, original=inputs.original, policy=inputs.policy,
         config=config.getoption("--gate-config"), allow_pickle=config.getoption("--allow-pickle"),
         lora_scale=config.getoption("--lora-scale"), device=config.getoption("--gate-device"),
-        cache_dir=config.getoption("--gate-cache-dir"),
+        cache_dir=config.getoption("--gate-cache-dir"), prescreen=not config.getoption("--gate-no-prescreen"),
+        report_dir=config.getoption("--gate-report-dir"), track=not config.getoption("--gate-no-track"),
+        tracking_uri=config.getoption("--gate-tracking-uri"), model_line=config.getoption("--gate-model-line"),
     )  # fmt: skip
 
 
@@ -114,34 +116,15 @@ def _run_check() -> dict[str, Any]:
     if "results" in _STATE:
         return _STATE["results"]
     import dataclasses
-    import time
-    from pathlib import Path
+    import warnings
 
-    from gate import report as R
-    from gate.judge import overall
-    from gate.runner import Check
+    from gate.runner import run_check
 
     opts = dataclasses.replace(_STATE["opts"], concepts=_STATE.get("concepts") or None)
-    t0 = time.perf_counter()
-    check = Check(opts)
-    results = check.run()
-    verdict = overall(
-        [r for res in results for r in res.rules if r.verdict != "skipped"], check.policy.inconclusive == "fail"
-    )
-    rep = R.build_report(check, results, verdict, time.perf_counter() - t0)
-    out = Path(_STATE.get("report_dir", "out/gate-report"))
-    R.write_json(rep, out / "report.json")
-    (out / "summary.md").write_text(R.markdown(rep))
-    R.write_html(rep, results, out)
-    track = _STATE.get("track")
-    if track and track["enabled"]:
-        import warnings
-
-        from gate.tracking import track_after_check
-
-        track_after_check(rep, out, uri=track["uri"], model_line=track["model_line"], warn=warnings.warn)
-    by_rule = {(r.concept, r.rule): r for res in results for r in res.rules}
-    _STATE["results"] = {"by_rule": by_rule, "inconclusive_fails": check.policy.inconclusive == "fail", "report": rep}
+    outcome = run_check(opts, warn=warnings.warn)
+    rep = outcome.report
+    by_rule = {(r.concept, r.rule): r for r in rep.rules()}
+    _STATE["results"] = {"by_rule": by_rule, "inconclusive_fails": rep.inconclusive_fails, "report": rep}
     return _STATE["results"]
 
 
@@ -150,12 +133,6 @@ def gate_result(gate_rule, request):
     """The judged result of this test's (concept, rule), from the session's single check."""
     from gate.errors import GateError
 
-    _STATE["report_dir"] = request.config.getoption("--gate-report-dir")
-    _STATE["track"] = {
-        "enabled": not request.config.getoption("--gate-no-track"),
-        "uri": request.config.getoption("--gate-tracking-uri"),
-        "model_line": request.config.getoption("--gate-model-line"),
-    }
     try:
         state = _run_check()
     except GateError as e:

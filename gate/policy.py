@@ -210,6 +210,23 @@ def load_policy(path: Path | str) -> Policy:
     )  # fmt: skip
 
 
+def validate_base(path: Path | str) -> dict[str, Any]:
+    """Checks a file meant only to be included (no ``concepts`` of its own, e.g. ``sd-base.yaml``):
+    its keys, sampler and named detectors. Returns its data."""
+    path = Path(path)
+    data, _ = _read(path, ())
+    where = path.name
+    _check_keys(where, data, TOP_KEYS)
+    sampler_raw = data.get("sampler", {}) or {}
+    _expect(f"{where}: sampler", sampler_raw, dict, "a mapping (steps, guidance, ...)")
+    _check_keys(f"{where}: sampler", sampler_raw, SAMPLER_KEYS)
+    named = data.get("detectors", {}) or {}
+    _expect(f"{where}: detectors", named, dict, "a mapping of detector names to settings")
+    for name in named:
+        _detector(f"{where}: detectors.{name}", {"use": name}, named)
+    return data
+
+
 def _concept(where: str, name: str, raw: Any, named: dict) -> ConceptPolicy:
     at = f"{where}: concepts.{name}"
     _expect(at, raw, dict, "a mapping (prompts, rules, detector, ...)")

@@ -42,8 +42,8 @@ def token_embeddings(pipe, prompts: list[str]) -> torch.Tensor:
     tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt")  # fmt: skip
     with torch.no_grad():
-        h = pipe.text_encoder(tok.input_ids)[0]
-    mask = tok.attention_mask.bool()
+        h = pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+    mask = tok.attention_mask.bool().to(h.device)
     return h[mask].float()
 
 
@@ -62,11 +62,14 @@ def weight_prescreen(
     *,
     lora_scale: float = 1.0,
     config: str | None = None,
+    allow_pickle: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The scores for one erased concept (see ``weight_prescreen_many``)."""
     return weight_prescreen_many(
-        original, checkpoint, update, {"concept": concept_prompts}, lora_scale=lora_scale, config=config
-    )["concept"]
+        original, checkpoint, update, {"concept": concept_prompts}, lora_scale=lora_scale, config=config,
+        allow_pickle=allow_pickle, device=device,
+    )["concept"]  # fmt: skip
 
 
 def weight_prescreen_many(
@@ -77,15 +80,19 @@ def weight_prescreen_many(
     *,
     lora_scale: float = 1.0,
     config: str | None = None,
+    allow_pickle: bool = False,
+    device: str = "cpu",
 ) -> dict[str, dict[str, Any]]:
-    """Scores per concept (name -> its prompts); the three models load once for all concepts."""
+    """Scores per concept (name -> its prompts); the three models load once for all concepts,
+    on ``device``; pickled weights only with ``allow_pickle`` (as for the check itself)."""
     from gate.model import apply_update, load_checkpoint
 
     t0 = time.perf_counter()
-    p_o = load_checkpoint(original, config=config)[0]
-    p_u = load_checkpoint(checkpoint, config=config)[0]
-    p_c = load_checkpoint(checkpoint, config=config)[0]
-    apply_update(p_c, update, lora_scale=lora_scale)
+    kw = {"config": config, "allow_pickle": allow_pickle, "device": device}
+    p_o = load_checkpoint(original, **kw)[0]
+    p_u = load_checkpoint(checkpoint, **kw)[0]
+    p_c = load_checkpoint(checkpoint, **kw)[0]
+    apply_update(p_c, update, lora_scale=lora_scale, allow_pickle=allow_pickle)
     so = {k: v.detach().float() for k, v in p_o.unet.state_dict().items()}
     su = {k: v.detach().float() for k, v in p_u.unet.state_dict().items()}
     sc = _fused_unet_state(p_c)
@@ -150,14 +157,15 @@ def noise_undo(
     g = torch.Generator().manual_seed(seed)
     cfg = p_u.unet.config
     size = cfg.sample_size
-    lat = torch.randn((n * len(prompts), cfg.in_channels, size, size), generator=g)
+    dev = p_u.unet.device
+    lat = torch.randn((n * len(prompts), cfg.in_channels, size, size), generator=g).to(dev, p_u.unet.dtype)
     num = den = 0.0
     d_c = d_u = 0.0
     with torch.no_grad():
         conds = [token_states(p, prompts).repeat_interleave(n, 0) for p in (p_o, p_u, p_c)]
         unconds = [token_states(p, [""]).expand_as(c) for p, c in zip((p_o, p_u, p_c), conds, strict=True)]
         for t in timesteps:
-            tt = torch.full((lat.shape[0],), t, dtype=torch.long)
+            tt = torch.full((lat.shape[0],), t, dtype=torch.long, device=dev)
             e_o, e_u, e_c = (
                 p.unet(lat, tt, encoder_hidden_states=c).sample.float()
                 for p, c in zip((p_o, p_u, p_c), conds, strict=True)
@@ -209,3 +217,34 @@ def data_overlap(checkpoint: str, data_dir: Path, concept_prompts: list[str], *,
         "n_captions": len(caps),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def prescreen_stage(check, log=lambda m: None) -> dict[str, Any]:
+    """The fast first stage: how much of the unlearning edit the candidate undoes, per concept,
+    before any image. Reported only: the small world's validation does not support failing on
+    it (docs/theory.md), so the verdict always comes from the images."""
+    from gate.errors import GateError
+
+    opts = check.opts
+    if not (opts.original and opts.update and opts.prescreen):
+        return {}
+    try:
+        out = weight_prescreen_many(
+            opts.original, opts.checkpoint, opts.update, {c.name: list(c.prompts) for c in check.concepts},
+            lora_scale=opts.lora_scale, config=opts.config, allow_pickle=opts.allow_pickle, device=opts.device,
+        )  # fmt: skip
+    except GateError:
+        raise  # bad input stops here, as it would in the image stage
+    except Exception as e:  # the pre-screen only informs; the verdict comes from the images
+        log(f"pre-screen skipped: {type(e).__name__}: {str(e)[:200]}")
+        return {}
+    for name, r in out.items():
+        r.pop("layers", None)
+        kv = "n/a" if r["kv_undo"] is None else f"{r['kv_undo']:.2f}"
+        log(
+            f"pre-screen {name}: the candidate undoes {r['eps_undo']:.2f} of the erasure's effect on the "
+            f"noise prediction, {r['guidance_undo']:.2f} of it on the concept's guidance (K/V on the "
+            f"concept's tokens {kv}, weights {r['weight_undo'] or 0:.2f}) in {r['seconds']:.1f} s; "
+            "report only, the verdict comes from the images"
+        )
+    return out

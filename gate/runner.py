@@ -1,18 +1,23 @@
-"""The one orchestration path of a check, used by ``gate check`` and the pytest plugin.
+"""The one path of a check, for ``gate check`` and the pytest plugin alike: ``run_check``.
 
     policy + checkpoint (+ update, + original)
+      -> load the unlearned model and the detectors; check every input before any image
+      -> pre-screen (weights only, report only) when original and update are given
       -> probe jobs (prompt, seed) per concept
       -> images for the unlearned baseline and the candidate, same seeds and sampler, in batches
-         (baseline images come from the cache when the same model, prompt, seed, sampler and
-         detector were seen before)
-      -> detector outcomes -> rule results (judge.py) -> verdict
+         (images come from the cache when the same model content, prompt, seed, sampler and
+         libraries were seen before; scores when the same detector, by content, scored them)
+      -> detector outcomes -> rule results (judge.py) -> verdict -> reports -> MLflow
 
 The pipeline is loaded once: baseline images are made first, then the update is applied in
-place and the candidate's images are made. The original model, when given, is loaded after.
+place and the candidate's images are made. The original model, when given, is loaded after
+the candidate is freed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -22,14 +27,14 @@ from typing import Any
 
 from gate import judge
 from gate.cache import ImageCache, make_key
-from gate.errors import BadInput
+from gate.errors import BadInput, OutOfMemory, is_out_of_memory
 from gate.policy import ConceptPolicy, DetectorSpec, Policy, load_policy
 from gate.probes import Job, jobs_for
 
 Tick = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Tick]
+Log = Callable[[str], None]
 
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "small-world.yaml"
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "ddpm": "DDPMScheduler",
@@ -42,10 +47,12 @@ SCHEDULERS = {
 
 @dataclass
 class CheckOptions:
+    """Everything a check needs; ``gate.world.demo.resolve`` fills the inputs from what a user gave."""
+
     checkpoint: str
+    policy: str
     update: str | None = None
     original: str | None = None
-    policy: str = str(DEFAULT_POLICY)
     config: str | None = None
     allow_pickle: bool = False
     lora_scale: float = 1.0
@@ -53,6 +60,12 @@ class CheckOptions:
     cache_dir: str | None = ".gate-cache"
     concepts: Sequence[str] | None = None
     shard: tuple[int, int] | None = None
+    prescreen: bool = True
+    report_dir: str = "out/gate-report"
+    json_path: str | None = None  # default: report_dir/report.json
+    track: bool = True
+    tracking_uri: str | None = None
+    model_line: str | None = None
 
 
 @dataclass
@@ -70,8 +83,25 @@ class ConceptResult:
     outcomes: dict[str, list[Outcome]] = field(default_factory=dict)  # side -> outcomes (job order)
 
 
+@dataclass
+class CheckOutcome:
+    report: Any  # gate.report.Report
+    results: list[ConceptResult]
+    report_dir: Path
+    run_id: str | None = None  # MLflow run, when tracked
+    tracking_uri: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.report.verdict == judge.PASS else 1
+
+
 def _no_progress(name: str, total: int) -> Tick:
     return lambda n: None
+
+
+def _quiet(message: str) -> None:
+    return None
 
 
 def select_concepts(policy: Policy, names: Sequence[str] | None, shard: tuple[int, int] | None) -> list[ConceptPolicy]:
@@ -95,14 +125,20 @@ def select_concepts(policy: Policy, names: Sequence[str] | None, shard: tuple[in
 
 
 class Check:
+    """The stages of one check; ``run_check`` drives them (benchmarks may drive them one by one)."""
+
     def __init__(self, opts: CheckOptions, progress: ProgressFactory = _no_progress) -> None:
+        if not opts.policy:
+            raise BadInput("a check needs a policy (--policy)")
         self.opts = opts
         self.progress = progress
         self.policy = load_policy(opts.policy)
         self.concepts = select_concepts(self.policy, opts.concepts, opts.shard)
         self.cache = ImageCache(opts.cache_dir)
         self.detectors: dict[str, Any] = {}
+        self._detector_keys: dict[str, str] = {}
         self.identities: dict[str, Any] = {}
+        self._content: dict[str, Any] = {}  # identities by content only (cache keys)
         self.timings: dict[str, float] = defaultdict(float)
         self.pipe = None
 
@@ -124,21 +160,27 @@ class Check:
             pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
 
-    def load(self) -> None:
+    def _load_model(self, spec: str, flag: str):
         from gate.model import load_checkpoint
 
-        t0 = time.perf_counter()
-        self.pipe, ident = load_checkpoint(
-            self.opts.checkpoint, config=self.opts.config, allow_pickle=self.opts.allow_pickle,
-            device=self.opts.device, dtype=self._dtype(),
-        )  # fmt: skip
-        self._prepare(self.pipe)
-        self.identities["checkpoint"] = ident.as_dict()
+        kw = {"config": self.opts.config, "allow_pickle": self.opts.allow_pickle, "device": self.opts.device}
+        pipe, ident = load_checkpoint(spec, dtype=self._dtype(), flag=flag, **kw)
+        self._prepare(pipe)
+        return pipe, ident
+
+    def load(self) -> None:
+        """Loads the unlearned model and the detectors, and checks every other input, before any image."""
         from gate.model import preflight_update, resolve_checkpoint
 
+        t0 = time.perf_counter()
+        self.pipe, ident = self._load_model(self.opts.checkpoint, "--checkpoint")
+        self.identities["checkpoint"] = ident.as_dict()
+        self._content["checkpoint"] = ident.content_key()
         preflight_update(self.pipe, self.opts.update, allow_pickle=self.opts.allow_pickle)
         if self.opts.original:
-            resolve_checkpoint(self.opts.original, allow_pickle=self.opts.allow_pickle)
+            resolve_checkpoint(
+                self.opts.original, config=self.opts.config, allow_pickle=self.opts.allow_pickle, flag="--original"
+            )
         for c in self.concepts:  # detectors load (and their labels are checked) before any generation
             self.detector(c.detector).check_label(c.name)
             for r in c.retained:
@@ -154,14 +196,22 @@ class Check:
             self.detectors[key] = cls(spec.settings, base_dir=Path(self.policy.source).parent, device=self.opts.device)
         return self.detectors[key]
 
+    def detector_key(self, spec: DetectorSpec) -> str:
+        """A detector by content: its identity (type, weights' hash, labels, decision), hashed."""
+        key = spec.key()
+        if key not in self._detector_keys:
+            ident = json.dumps(self.detector(spec).identity(), sort_keys=True, default=str)
+            self._detector_keys[key] = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        return self._detector_keys[key]
+
     # -- images and outcomes -------------------------------------------------------------
-    def _image_key(self, side_identity: dict[str, Any], job: Job) -> str:
-        from gate.pipeline import library_versions
+    def _image_key(self, side_content: dict[str, Any], job: Job) -> str:
+        from gate.provenance import library_versions
 
         versions = library_versions()
         return make_key(
             {
-                "model": side_identity,
+                "model": side_content,
                 "prompt": job.prompt,
                 "seed": job.seed,
                 "sampler": vars(self.policy.sampler),
@@ -171,9 +221,9 @@ class Check:
         )
 
     def outcomes(
-        self, side: str, side_identity: dict[str, Any], pipe, c: ConceptPolicy, jobs: list[Job]
+        self, side: str, side_content: dict[str, Any], pipe, c: ConceptPolicy, jobs: list[Job]
     ) -> list[Outcome]:
-        keys = [self._image_key(side_identity, j) for j in jobs]
+        keys = [self._image_key(side_content, j) for j in jobs]
         found: dict[int, tuple[Any, dict]] = {}
         for i, k in enumerate(keys):
             got = self.cache.get(k)
@@ -191,9 +241,9 @@ class Check:
             done += len(idx)
             tick(done)
 
-        # scores, per detector and label, cached with the image
+        # scores, per detector (by content) and label, cached with the image
         def score_key(j: Job) -> str:
-            return f"{c.detector_for(j.group).key()}:{j.label}"
+            return f"{self.detector_key(c.detector_for(j.group))}:{j.label}"
 
         todo_scores: dict[str, list[int]] = defaultdict(list)
         for i, j in enumerate(jobs):
@@ -215,20 +265,19 @@ class Check:
         return out
 
     def _generate(self, pipe, prompts: list[str], seeds: list[int]):
-        import torch
+        from gate.generate import generate
 
         s = self.policy.sampler
         t0 = time.perf_counter()
-        gens = [torch.Generator("cpu").manual_seed(int(sd)) for sd in seeds]
-        kwargs: dict[str, Any] = {"num_inference_steps": s.steps, "guidance_scale": s.guidance, "generator": gens}
-        if s.height:
-            kwargs["height"] = s.height
-        if s.width:
-            kwargs["width"] = s.width
-        if s.negative_prompt is not None:
-            kwargs["negative_prompt"] = [s.negative_prompt] * len(prompts)
-        with torch.no_grad():
-            images = pipe(prompts, output_type="pil", **kwargs).images
+        try:
+            images = generate(
+                pipe, prompts, seeds, steps=s.steps, guidance=s.guidance, batch_size=len(prompts),
+                height=s.height, width=s.width, negative_prompt=s.negative_prompt,
+            )  # fmt: skip
+        except (RuntimeError, MemoryError) as e:
+            if is_out_of_memory(e):
+                raise OutOfMemory("generating images", self.opts.device, f"batch of {len(prompts)}") from None
+            raise
         self.timings["generate"] += time.perf_counter() - t0
         self.timings["images"] += len(images)
         return images
@@ -239,10 +288,10 @@ class Check:
 
         if self.pipe is None:
             self.load()
-        ckpt_id = self.identities["checkpoint"]
+        ckpt = self._content["checkpoint"]
         all_jobs = {c.name: jobs_for(self.policy, c) for c in self.concepts}
         base = {
-            c.name: self.outcomes("baseline", {"checkpoint": ckpt_id}, self.pipe, c, all_jobs[c.name])
+            c.name: self.outcomes("baseline", {"checkpoint": ckpt}, self.pipe, c, all_jobs[c.name])
             for c in self.concepts
         }
         t0 = time.perf_counter()
@@ -252,89 +301,86 @@ class Check:
         self.timings["load"] += time.perf_counter() - t0
         self.identities["update"] = upd.as_dict() if upd else None
         # no update: the candidate is the baseline model, and its images are the baseline's (cache hits)
-        cand_id = {"checkpoint": ckpt_id, "update": self.identities["update"]} if upd else {"checkpoint": ckpt_id}
-        cand = {c.name: self.outcomes("candidate", cand_id, self.pipe, c, all_jobs[c.name]) for c in self.concepts}
+        cand_content = {"checkpoint": ckpt, "update": upd.content_key()} if upd else {"checkpoint": ckpt}
+        cand = {c.name: self.outcomes("candidate", cand_content, self.pipe, c, all_jobs[c.name]) for c in self.concepts}
         orig: dict[str, list[Outcome]] = {}
         if self.opts.original:
-            from gate.model import load_checkpoint
-
             self.pipe = None  # free the candidate before loading the original
-            opipe, oid = load_checkpoint(
-                self.opts.original, allow_pickle=self.opts.allow_pickle, device=self.opts.device, dtype=self._dtype()
-            )
-            self._prepare(opipe)
+            opipe, oid = self._load_model(self.opts.original, "--original")
             self.identities["original"] = oid.as_dict()
             for c in self.concepts:
                 jobs = [j for j in all_jobs[c.name] if j.group == "concept"]
-                orig[c.name] = self.outcomes("original", {"checkpoint": oid.as_dict()}, opipe, c, jobs)
-        return [self._judge(c, base[c.name], cand[c.name], orig.get(c.name)) for c in self.concepts]
-
-    def _judge(
-        self, c: ConceptPolicy, base: list[Outcome], cand: list[Outcome], orig: list[Outcome] | None
-    ) -> ConceptResult:
-        def group(outs: list[Outcome], g: str) -> list[Outcome]:
-            return [o for o in outs if o.job.group == g]
-
-        def hits(outs: list[Outcome]) -> list[bool]:
-            return [o.present for o in outs]
-
-        def rate(outs: list[Outcome]) -> float:
-            return sum(hits(outs)) / len(outs)
-
-        bc, cc = group(base, "concept"), group(cand, "concept")
-        rules = c.rules
+                orig[c.name] = self.outcomes("original", {"checkpoint": oid.content_key()}, opipe, c, jobs)
         results = []
-        if "max_presence_rate" in rules:
-            results.append(
-                judge.rate_rule(c.name, "max_presence_rate", rules["max_presence_rate"], hits(cc), baseline=rate(bc))
-            )
-        if "max_increase_over_baseline" in rules:
-            results.append(judge.increase_rule(c.name, rules["max_increase_over_baseline"], hits(bc), hits(cc)))
-        if "max_resurgence" in rules:
-            thr = rules["max_resurgence"]
-            if orig is None:
-                nan = float("nan")
-                note = "needs --original (the model before unlearning)"
-                results.append(judge.RuleResult(c.name, "max_resurgence", thr, nan, nan, nan, "skipped", 0, note=note))
-            else:
-                results.append(judge.resurgence_rule(c.name, thr, hits(orig), hits(bc), hits(cc), self.policy.seed))
-        if "max_incidental_rate" in rules:
-            bi, ci = group(base, "incidental"), group(cand, "incidental")
-            results.append(
-                judge.rate_rule(
-                    c.name, "max_incidental_rate", rules["max_incidental_rate"], hits(ci), baseline=rate(bi)
-                )
-            )
-        if "min_retained_fidelity" in rules:
-            br, cr = group(base, "retained"), group(cand, "retained")
-            thr = rules["min_retained_fidelity"]
-            results.append(judge.rate_rule(c.name, "min_retained_fidelity", thr, hits(cr), baseline=rate(br)))
-        for r in results:
-            r.worst = worst_examples(r.rule, base, cand)
-        return ConceptResult(
-            c.name, results, {"baseline": base, "candidate": cand, **({"original": orig} if orig else {})}
+        for c in self.concepts:
+            o = orig.get(c.name)
+            rules = judge.judge_concept(c, base[c.name], cand[c.name], o, self.policy.seed)
+            sides = {"baseline": base[c.name], "candidate": cand[c.name], **({"original": o} if o else {})}
+            results.append(ConceptResult(c.name, rules, sides))
+        return results
+
+    def report(self, results: list[ConceptResult], wall_s: float, prescreen: dict | None = None):
+        from gate import report as R
+        from gate.provenance import git_commit, library_versions
+
+        pol = self.policy
+        fails = pol.inconclusive == "fail"
+        concepts = [R.ConceptReport.judged(r.name, r.rules, fails) for r in results]
+        return R.Report(
+            verdict=judge.verdict([x for r in results for x in r.rules], fails),
+            inconclusive_counts_as=pol.inconclusive,
+            inputs={
+                **self.identities,
+                "policy": {"path": pol.source, "name": pol.name, "version": pol.version, "sha256": pol.sha256},
+            },
+            reproduce=R.reproduce_line(self.opts),
+            seed=pol.seed,
+            sampler=vars(pol.sampler),
+            device=self.opts.device,
+            concepts=concepts,
+            shard=list(self.opts.shard) if self.opts.shard else None,
+            libraries=library_versions(),
+            detectors={k: d.identity() for k, d in self.detectors.items()},
+            cache=self.cache.stats(),
+            timings_s={k: round(v, 2) for k, v in self.timings.items()},
+            wall_time_s=round(wall_s, 2),
+            finished_at=round(time.time(), 3),
+            git_commit=git_commit(),
+            prescreen=prescreen or None,
         )
 
 
-def worst_examples(rule: str, base: list[Outcome], cand: list[Outcome], k: int = 4) -> list[dict[str, Any]]:
-    """The prompts and seeds that hurt a rule most: highest candidate concept score (or, for
-    retained fidelity, lowest), with the baseline's score on the same seed beside it."""
-    group = {"max_incidental_rate": "incidental", "min_retained_fidelity": "retained"}.get(rule, "concept")
-    pairs = [(b, c) for b, c in zip(base, cand, strict=True) if c.job.group == group]
-    if rule == "min_retained_fidelity":
-        pairs.sort(key=lambda bc: bc[1].score)
-    else:
-        pairs.sort(key=lambda bc: (bc[1].score - bc[0].score, bc[1].score), reverse=True)
-    return [
-        {"prompt": c.job.prompt, "seed": c.job.seed, "label": c.job.label, "candidate_score": round(c.score, 4),
-         "baseline_score": round(b.score, 4), "candidate_present": c.present, "baseline_present": b.present}
-        for b, c in pairs[:k]
-    ]  # fmt: skip
+def run_check(
+    opts: CheckOptions, *, progress: ProgressFactory = _no_progress, log: Log = _quiet, warn: Log = _quiet
+) -> CheckOutcome:
+    """Loads, pre-screens, generates, judges, decides, writes the reports and tracks. Bad input
+    raises ``BadInput`` before any image; once a verdict exists, nothing after it (a report
+    renderer, the tracking store) can lose it: those failures are warnings."""
+    from gate import report as R
 
+    t0 = time.perf_counter()
+    check = Check(opts, progress=progress)
+    check.load()
+    for line in R.header_lines(check):
+        log(line)
+    log(f"reproduce: {R.reproduce_line(opts)}")
+    from gate.prescreen import prescreen_stage
 
-def default_inputs() -> tuple[str, str | None, str | None, str]:
-    """(checkpoint, update, original, policy) of the small-world demo: the zoo's unlearned model
-    and the candidate named in the zoo's demo.json (materialised from the zoo's deltas on first use)."""
-    from gate.world.zoo import demo_inputs
+    screens = prescreen_stage(check, log)
+    results = check.run()
+    rep = check.report(results, time.perf_counter() - t0, screens)
+    out_dir = Path(opts.report_dir)
+    json_path = Path(opts.json_path) if opts.json_path else None
+    R.write_reports(rep, out_dir, results=results, json_path=json_path, warn=warn)
+    outcome = CheckOutcome(rep, results, out_dir)
+    if opts.track:
+        from gate.tracking import resolve_uri, track_after_check
 
-    return demo_inputs()
+        try:
+            uri = resolve_uri(opts.tracking_uri)
+        except Exception as e:  # an unusable default store folder must not cost the verdict either
+            warn(f"warning: MLflow tracking failed ({type(e).__name__}: {e}); the verdict stands")
+            return outcome
+        outcome.tracking_uri = uri
+        outcome.run_id = track_after_check(rep, out_dir, uri=uri, model_line=opts.model_line, warn=warn)
+    return outcome

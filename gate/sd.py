@@ -6,11 +6,7 @@ are the caller's: the helpers use whatever the pipeline is on.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
@@ -160,39 +156,8 @@ def add_noise(pipe, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> t
     return sched.add_noise(x0, noise, t.cpu()).to(x0.dtype)
 
 
-# ---------------------------------------------------------------------------------------
-# identities
+# content hashes and atomic writes live in the torch-free gate.provenance; these names stay
+# importable from here for the training code that already uses them
+from gate.provenance import hash_file, hash_tree, sha256_bytes, write_json_atomic  # noqa: E402
 
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def hash_tree(path: Path, skip: Iterable[str] = ()) -> str:
-    """Content hash of a file, or of a folder (relative names and file hashes, sorted)."""
-    path = Path(path)
-    if path.is_file():
-        return hash_file(path)
-    skip = set(skip)
-    entries = [
-        f"{p.relative_to(path).as_posix()}:{hash_file(p)}"
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name not in skip
-    ]
-    return sha256_bytes("\n".join(entries).encode())
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+__all__ = ["hash_file", "hash_tree", "sha256_bytes", "write_json_atomic"]

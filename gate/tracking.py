@@ -25,14 +25,18 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gate.errors import BadInput
+from gate.provenance import git_commit
+
+if TYPE_CHECKING:
+    from gate.judge import RuleResult
+    from gate.report import Report
 
 DEFAULT_DIR = Path(".gate-mlflow")
 EXPERIMENT = "resurgence-gate"
@@ -69,19 +73,8 @@ def _experiment_id(client, uri: str, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and len(sha) == 40 else None
-
-
-def report_sha256(report: dict[str, Any]) -> str:
-    body = {k: v for k, v in report.items() if k != "tracking"}
+def report_sha256(report: Report) -> str:
+    body = {k: v for k, v in report.to_json().items() if k != "tracking"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -90,42 +83,41 @@ def _metric_key(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in text)
 
 
-def rule_metrics(rule: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def rule_metrics(rule: RuleResult, prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for f in RULE_FIELDS:
-        v = rule.get(f)
+        v = getattr(rule, f)
         if isinstance(v, (int, float)) and v == v:  # skip None and NaN
-            out[_metric_key(f"{prefix}{rule['rule']}.{f}")] = float(v)
-    out[_metric_key(f"{prefix}{rule['rule']}.failed")] = VERDICT_CODE.get(rule["verdict"], -1.0)
+            out[_metric_key(f"{prefix}{rule.rule}.{f}")] = float(v)
+    out[_metric_key(f"{prefix}{rule.rule}.failed")] = VERDICT_CODE.get(rule.verdict, -1.0)
     return out
 
 
-def _tags(report: dict[str, Any], model_line: str) -> dict[str, str]:
-    inputs = report.get("inputs", {})
-    pol = inputs.get("policy", {})
+def _tags(report: Report, model_line: str) -> dict[str, str]:
+    pol = report.policy()
     tags = {
         "gate.kind": "check",
         "gate.model_line": model_line,
-        "gate.verdict": report["verdict"],
-        "gate.version": str(report.get("gate_version", "")),
+        "gate.verdict": report.verdict,
+        "gate.version": str(report.gate_version),
         "gate.report_sha256": report_sha256(report),
-        "gate.reproduce": str(report.get("reproduce", ""))[:4000],
+        "gate.reproduce": report.reproduce[:4000],
         "policy.name": str(pol.get("name", "")),
         "policy.version": str(pol.get("version", "")),
         "policy.sha256": str(pol.get("sha256", "")),
-        "gate.seed": str(report.get("seed", "")),
-        "gate.device": str(report.get("device", "")),
+        "gate.seed": str(report.seed),
+        "gate.device": str(report.device),
     }
-    if report.get("shard"):
-        tags["gate.shard"] = "/".join(str(x) for x in report["shard"])
-    for name, ident in inputs.items():
+    if report.shard:
+        tags["gate.shard"] = "/".join(str(x) for x in report.shard)
+    for name, ident in report.inputs.items():
         if isinstance(ident, dict) and ident.get("sha256"):
             tags[f"input.{name}.sha256"] = ident["sha256"]
             if ident.get("path"):
                 tags[f"input.{name}.path"] = str(ident["path"])[:4000]
-    for lib, ver in (report.get("libraries") or {}).items():
+    for lib, ver in report.libraries.items():
         tags[f"lib.{lib}"] = str(ver)
-    commit = report.get("git_commit") or git_commit()
+    commit = report.git_commit or git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags
@@ -141,7 +133,7 @@ class Tracked:
 
 
 def log_report(
-    report: dict[str, Any],
+    report: Report,
     report_dir: Path | None,
     *,
     uri: str | None = None,
@@ -156,52 +148,52 @@ def log_report(
     uri = resolve_uri(uri)
     client = _client(uri)
     exp_id = _experiment_id(client, uri, experiment)
-    line = model_line or str(report.get("inputs", {}).get("policy", {}).get("name") or "default")
+    line = model_line or str(report.policy().get("name") or "default")
     tags = _tags(report, line)
     if not allow_duplicate:
         found = find_report_run(client, exp_id, tags["gate.report_sha256"])
         if found:
             return Tracked(uri, exp_id, found, {}, existing=True)
-    update = (report.get("inputs", {}).get("update") or {}).get("path") or "no update"
-    started = int(report.get("finished_at", time.time()) * 1000)
+    update = report.identity("update").get("path") or "no update"
+    started = int((report.finished_at or time.time()) * 1000)
     run = client.create_run(
         exp_id,
         start_time=started,
-        tags={**tags, "mlflow.runName": f"gate {report['verdict']} {Path(str(update)).name}"},
+        tags={**tags, "mlflow.runName": f"gate {report.verdict} {Path(str(update)).name}"},
     )
     rid = run.info.run_id
     children: dict[str, str] = {}
     try:
         params = [
-            Param("policy", str(report["inputs"]["policy"].get("path", ""))[:6000]),
-            Param("seed", str(report.get("seed", ""))),
-            Param("sampler", json.dumps(report.get("sampler", {}), sort_keys=True)[:6000]),
-            Param("inconclusive_counts_as", str(report.get("inconclusive_counts_as", ""))),
-            Param("concepts", ",".join(c["name"] for c in report["concepts"])[:6000]),
+            Param("policy", str(report.policy().get("path", ""))[:6000]),
+            Param("seed", str(report.seed)),
+            Param("sampler", json.dumps(report.sampler, sort_keys=True)[:6000]),
+            Param("inconclusive_counts_as", str(report.inconclusive_counts_as)),
+            Param("concepts", ",".join(c.name for c in report.concepts)[:6000]),
         ]
-        metrics = [Metric("verdict.failed", VERDICT_CODE.get(report["verdict"], -1.0), started, 0)]
-        if report.get("wall_time_s") is not None:
-            metrics.append(Metric("wall_time_s", float(report["wall_time_s"]), started, 0))
-        for c in report["concepts"]:
-            for r in c["rules"]:
-                for k, v in rule_metrics(r, prefix=f"{c['name']}.").items():
+        metrics = [Metric("verdict.failed", VERDICT_CODE.get(report.verdict, -1.0), started, 0)]
+        if report.wall_time_s is not None:
+            metrics.append(Metric("wall_time_s", float(report.wall_time_s), started, 0))
+        for c in report.concepts:
+            for r in c.rules:
+                for k, v in rule_metrics(r, prefix=f"{c.name}.").items():
                     metrics.append(Metric(k, v, started, 0))
         _log_batches(client, rid, metrics, params, [])
-        for c in report["concepts"]:
+        for c in report.concepts:
             child = client.create_run(
                 exp_id,
                 start_time=started,
                 tags={
-                    "mlflow.parentRunId": rid, "mlflow.runName": f"{c['name']}: {c['verdict']}",
-                    "gate.kind": "concept", "gate.concept": c["name"], "gate.verdict": c["verdict"],
+                    "mlflow.parentRunId": rid, "mlflow.runName": f"{c.name}: {c.verdict}",
+                    "gate.kind": "concept", "gate.concept": c.name, "gate.verdict": c.verdict,
                     "gate.model_line": line,
                 },
             )  # fmt: skip
             cid = child.info.run_id
-            children[c["name"]] = cid
-            cm = [Metric(k, v, started, 0) for r in c["rules"] for k, v in rule_metrics(r).items()]
-            cm.append(Metric("verdict.failed", VERDICT_CODE.get(c["verdict"], -1.0), started, 0))
-            _log_batches(client, cid, cm, [], [RunTag(f"rule.{r['rule']}", r["verdict"]) for r in c["rules"]])
+            children[c.name] = cid
+            cm = [Metric(k, v, started, 0) for r in c.rules for k, v in rule_metrics(r).items()]
+            cm.append(Metric("verdict.failed", VERDICT_CODE.get(c.verdict, -1.0), started, 0))
+            _log_batches(client, cid, cm, [], [RunTag(f"rule.{r.rule}", r.verdict) for r in c.rules])
             client.set_terminated(cid, "FINISHED")
         if report_dir is not None and Path(report_dir).is_dir():
             client.log_artifacts(rid, str(report_dir), artifact_path="report")
@@ -231,9 +223,7 @@ def find_report_run(client, experiment_id: str, sha: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def track_after_check(
-    report: dict[str, Any], report_dir: Path, *, uri: str | None, model_line: str | None, warn
-) -> str | None:
+def track_after_check(report: Report, report_dir: Path, *, uri: str | None, model_line: str | None, warn) -> str | None:
     """``gate check``'s tracking step: the report is already on disk; a tracking failure only
     warns (with the command that logs it later) and never changes the exit code."""
     try:

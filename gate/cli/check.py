@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gate.cli.common import _count_progress, _progress_factory, _shard, _track, _tracking_args
-from gate.errors import GateError
+from gate.cli.common import _count_progress, _progress_factory, _shard, _tracking_args
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from gate.policy import load_policy
+    from gate.policy import load_policy, validate_base
 
     for path in args.policy:
+        if _is_base(path):
+            data = validate_base(path)
+            n = len(data.get("detectors") or {})
+            print(f"{path}: ok: a base for include: (no concepts of its own; {n} detectors)")
+            continue
         pol = load_policy(path)
         rules = sum(len(c.rules) for c in pol.concepts)
         images = sum(
@@ -25,87 +29,65 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    import time
+def _is_base(path: str) -> bool:
+    """A policy file without concepts, meant to be included by others (not an error for validate)."""
+    import yaml
 
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # load_policy reports it properly
+    return isinstance(data, dict) and "concepts" not in data and "include" not in data
+
+
+def check_options(args: argparse.Namespace):
+    """CheckOptions from ``gate check``'s flags; the embedded default is decided in gate.world.demo."""
+    from gate.runner import CheckOptions
+    from gate.world.demo import resolve
+
+    inputs = resolve(args.checkpoint, args.update, args.original, args.policy)
+    return CheckOptions(
+        checkpoint=inputs.checkpoint, update=inputs.update, original=inputs.original, policy=inputs.policy,
+        config=args.config, allow_pickle=args.allow_pickle, lora_scale=args.lora_scale, device=args.device,
+        cache_dir=None if args.no_cache else args.cache_dir, concepts=args.concept or None, shard=_shard(args.shard),
+        prescreen=not args.no_prescreen, report_dir=args.report_dir, json_path=args.json, track=not args.no_track,
+        tracking_uri=args.tracking_uri, model_line=args.model_line,
+    )  # fmt: skip
+
+
+def cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from gate import report as R
-    from gate.judge import overall
-    from gate.runner import Check, CheckOptions, default_inputs
+    from gate.runner import run_check
 
     console = Console(stderr=True)
     if not console.is_terminal:  # CI logs: do not squeeze the summary table into 80 columns
         console = Console(stderr=True, width=160)
-    checkpoint, update, original, policy = args.checkpoint, args.update, args.original, args.policy
-    if checkpoint is None:
-        checkpoint, d_update, d_original, d_policy = default_inputs()
-        update = update if update is not None else d_update
-        original = original if original is not None else d_original
-        policy = policy or d_policy
-        console.print(f"no --checkpoint: checking the small world's demo (update {update})")
-    opts = CheckOptions(
-        checkpoint=checkpoint, update=update or None, original=original or None,
-        policy=policy or str(CheckOptions.policy), config=args.config, allow_pickle=args.allow_pickle,
-        lora_scale=args.lora_scale, device=args.device, cache_dir=None if args.no_cache else args.cache_dir,
-        concepts=args.concept or None, shard=_shard(args.shard),
-    )  # fmt: skip
-    t0 = time.perf_counter()
+    if args.checkpoint is None:
+        console.print("no --checkpoint: checking the small world's demo", highlight=False)
+    opts = check_options(args)
+
+    def log(m: str) -> None:
+        console.print(Text(m))
+
+    def warn(m: str) -> None:
+        console.print(Text(m, style="yellow"))
+
     progress, factory = _progress_factory(console)
-    check = Check(opts, progress=_count_progress(factory))
-    check.load()
-    for line in R.header_lines(check):
-        console.print(line, highlight=False)
-    console.print(f"reproduce: {R.reproduce_line(opts)}", highlight=False)
-    screens = {}
-    if opts.original and opts.update and not args.no_prescreen:
-        screens = _prescreen_stage(check, opts, console)
     with progress:
-        results = check.run()
-    verdict = overall(
-        [r for res in results for r in res.rules if r.verdict != "skipped"], check.policy.inconclusive == "fail"
-    )
-    rep = R.build_report(check, results, verdict, time.perf_counter() - t0)
-    if screens:
-        rep["prescreen"] = screens
-    out_dir = Path(args.report_dir)
-    R.write_json(rep, Path(args.json) if args.json else out_dir / "report.json")
-    (out_dir / "summary.md").write_text(R.markdown(rep))
-    R.write_html(rep, results, out_dir)
-    console.print(R.rich_table(rep))
-    console.print(f"reports: {out_dir}/report.json, summary.md, report.html")
-    if not args.no_track:
-        _track(rep, out_dir, args, console)
+        outcome = run_check(opts, progress=_count_progress(factory), log=log, warn=warn)
+    rep = outcome.report
+    try:  # the console table is the last thing a renderer could break; the verdict is already safe
+        console.print(R.rich_table(rep))
+    except Exception as e:
+        warn(f"warning: could not render the summary table ({type(e).__name__}: {e})")
+    console.print(Text(f"reports: {outcome.report_dir}/report.json, summary.md, report.html"))
+    if outcome.run_id:
+        console.print(Text(f"mlflow: run {outcome.run_id} in {outcome.tracking_uri}"))
     print(R.verdict_line(rep))
-    return 0 if verdict == "pass" else 1
-
-
-def _prescreen_stage(check, opts, console) -> dict:
-    """The fast first stage: how much of the unlearning edit the candidate undoes, per concept,
-    before any image. Reported only: the small world's validation does not support failing on
-    it yet (docs/theory.md), so the verdict always comes from the images."""
-    from gate.prescreen import weight_prescreen_many
-
-    try:
-        out = weight_prescreen_many(opts.original, opts.checkpoint, opts.update,
-                                    {c.name: list(c.prompts) for c in check.concepts},
-                                    lora_scale=opts.lora_scale, config=opts.config)  # fmt: skip
-    except GateError:
-        raise  # bad input stops here, as it would in the image stage
-    except Exception as e:  # the pre-screen only informs; the verdict comes from the images
-        console.print(f"[yellow]pre-screen skipped: {type(e).__name__}: {str(e)[:200]}[/]")
-        return {}
-    for name, r in out.items():
-        r.pop("layers", None)
-        kv = "n/a" if r["kv_undo"] is None else f"{r['kv_undo']:.2f}"
-        console.print(
-            f"pre-screen {name}: the candidate undoes {r['eps_undo']:.2f} of the erasure's effect on the "
-            f"noise prediction, {r['guidance_undo']:.2f} of it on the concept's guidance (K/V on the "
-            f"concept's tokens {kv}, weights {r['weight_undo'] or 0:.2f}) in {r['seconds']:.1f} s; "
-            "report only, the verdict comes from the images",
-            highlight=False,
-        )
-    return out
+    return outcome.exit_code
 
 
 def register(sub) -> None:
@@ -116,7 +98,7 @@ def register(sub) -> None:
     ck.add_argument("--checkpoint", help="the unlearned model: diffusers folder, .safetensors file or cached hub id")
     ck.add_argument("--update", help="the candidate: LoRA .safetensors, diffusers folder, or UNet .safetensors")
     ck.add_argument("--original", help="the model before unlearning (enables max_resurgence)")
-    ck.add_argument("--policy", help="policy YAML (default: policies/small-world.yaml)")
+    ck.add_argument("--policy", help="policy YAML (required with --checkpoint, unless it is the small world's own SD)")
     ck.add_argument("--config", help="local diffusers folder giving the architecture of a single-file checkpoint")
     ck.add_argument("--lora-scale", type=float, default=1.0)
     ck.add_argument(

@@ -79,17 +79,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.reports]
     merged = merge([load(p) for p in paths], [str(p) for p in paths])
     out_dir = Path(args.report_dir)
-    R.write_json(merged, out_dir / "report.json")
-    (out_dir / "summary.md").write_text(R.markdown(merged))
+    out_dir.mkdir(parents=True, exist_ok=True)
     copy_images(paths, out_dir)
-    R.render_html(merged, out_dir)
+    R.write_reports(merged, out_dir, warn=lambda m: print(m, file=sys.stderr))
     print(f"reports: {out_dir}/report.json, summary.md, report.html")
     if args.track:
         from rich.console import Console
 
         _track(merged, out_dir, args, Console(stderr=True))
     print(R.verdict_line(merged))
-    return 0 if merged["verdict"] == "pass" else 1
+    return 0 if merged.verdict == "pass" else 1
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
@@ -103,7 +102,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     written = write_step_summary(R.markdown(rep), args.summary)
     if written:
         print(f"summary appended to {written}", file=sys.stderr)
-    return 0 if rep["verdict"] == "pass" else 1
+    return 0 if rep.verdict == "pass" else 1
 
 
 def register(sub) -> None:

@@ -15,7 +15,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from gate.detectors.clip import ZeroShotCLIP
+from gate.detectors.zeroshot import ZeroShotCLIP
+from gate.errors import BadInput
 from gate.world import concepts as C
 from gate.world.models import CLIP_CONFIG, CLIP_MODEL_NAME
 
@@ -83,7 +84,7 @@ class WorldCLIP(ZeroShotCLIP):
         folder = Path(folder)
         weights = folder / CLIP_WEIGHTS
         if not weights.is_file():
-            raise FileNotFoundError(f"no {CLIP_WEIGHTS} in {folder}; run `gate world build`")
+            raise BadInput(f"{folder}: no {CLIP_WEIGHTS} here, so no small world's detector; run `gate world build`")
         register_config(folder)
         model, _, preprocess = open_clip.create_model_and_transforms(
             CLIP_MODEL_NAME, pretrained=str(weights), device=device

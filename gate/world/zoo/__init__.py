@@ -106,19 +106,3 @@ def update_path(name: str) -> Path:
     if e["kind"] != "candidate":
         raise BadInput(f"zoo entry {name!r} is not a candidate update")
     return ZOO / name / e["file"]
-
-
-def demo_inputs() -> tuple[str, str | None, str | None, str]:
-    """(checkpoint, update, original, policy) for ``gate check`` with no arguments."""
-    from gate.runner import DEFAULT_POLICY
-
-    demo_file = ZOO / "demo.json"
-    if not demo_file.is_file():
-        raise BadInput("the small world's zoo has no demo entry yet; pass --checkpoint (and --update) explicitly")
-    demo = json.loads(demo_file.read_text())
-    return (
-        str(materialize(demo["checkpoint"])),
-        str(update_path(demo["update"])),
-        str(materialize("world")),
-        str(Path(DEFAULT_POLICY).parent / demo.get("policy", "small-world.yaml")),
-    )

@@ -1,0 +1,116 @@
+"""Text renderings of a report: the verdict line, Markdown (for ``$GITHUB_STEP_SUMMARY``), the
+rich summary table, the run header and the line that reproduces a check. Nothing here decides
+a verdict."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from gate import __version__
+
+if TYPE_CHECKING:
+    from gate.report.model import Report
+
+VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "skipped": "dim"}
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def reproduce_line(opts) -> str:
+    parts = ["gate check", f"--checkpoint {opts.checkpoint}"]
+    if opts.update:
+        parts.append(f"--update {opts.update}")
+    if opts.original:
+        parts.append(f"--original {opts.original}")
+    parts.append(f"--policy {opts.policy}")
+    if opts.lora_scale != 1.0:
+        parts.append(f"--lora-scale {opts.lora_scale}")
+    if opts.config:
+        parts.append(f"--config {opts.config}")
+    if opts.device != "cpu":
+        parts.append(f"--device {opts.device}")
+    if opts.concepts:
+        parts += [f"--concept {c}" for c in opts.concepts]
+    if opts.shard:
+        parts.append(f"--shard {opts.shard[0]}/{opts.shard[1]}")
+    return " ".join(parts)
+
+
+def verdict_line(report: Report) -> str:
+    rules = report.rules()
+    failed = [f"{r.concept}:{r.rule}" for r in rules if r.verdict == "fail"]
+    inconc = [f"{r.concept}:{r.rule}" for r in rules if r.verdict == "inconclusive"]
+    text = f"VERDICT: {report.verdict.upper()} ({len(report.concepts)} concepts, {len(rules)} rules"
+    if failed:
+        text += f"; failed: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}"
+    if inconc:
+        text += f"; inconclusive ({report.inconclusive_counts_as}s): {', '.join(inconc[:5])}"
+    return text + ")"
+
+
+def markdown(report: Report, max_bytes: int = 900_000) -> str:
+    """A summary that fits GitHub's step-summary limit (about 1 MiB)."""
+    pol = report.policy()
+    lines = [
+        f"## Resurgence gate: **{report.verdict.upper()}**",
+        "",
+        f"Policy `{pol.get('name', '')}` (sha256 `{str(pol.get('sha256', ''))[:12]}`), "
+        f"checkpoint `{str(report.identity('checkpoint').get('sha256', ''))[:12]}`, update "
+        f"`{str(report.identity('update').get('sha256', 'none'))[:12]}`, seed {report.seed}.",
+        "",
+        "| concept | rule | baseline | candidate | 95% interval | threshold | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in report.concepts:
+        for r in c.rules:
+            mark = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "_inconclusive_"}.get(r.verdict, r.verdict)
+            lines.append(
+                f"| {c.name} | `{r.rule}` | {fmt(r.baseline)} | {fmt(r.observed)} | "
+                f"[{fmt(r.low)}, {fmt(r.high)}] | {r.direction} {fmt(r.threshold)} | {mark} |"
+            )
+    for w in report.warnings:
+        lines += ["", f"> warning: {w}"]
+    lines += ["", f"Reproduce: `{report.reproduce}`", ""]
+    text = "\n".join(lines)
+    return text if len(text.encode()) <= max_bytes else text[: max_bytes - 100] + "\n\n(truncated)\n"
+
+
+def rich_table(report: Report):
+    """The console summary. Cells are ``Text`` objects, never markup strings: a concept name or a
+    verdict can hold brackets, and an empty style must not break rendering."""
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=f"Resurgence gate: {report.verdict.upper()}")
+    for col in ("concept", "rule", "baseline", "candidate", "95% interval", "threshold", "verdict"):
+        t.add_column(col, justify="right" if col in ("baseline", "candidate") else "left")
+    for c in report.concepts:
+        for r in c.rules:
+            cells = [c.name, r.rule, fmt(r.baseline), fmt(r.observed), f"[{fmt(r.low)}, {fmt(r.high)}]",
+                     f"{r.direction} {fmt(r.threshold)}"]  # fmt: skip
+            t.add_row(*(Text(x) for x in cells), Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, "")))
+    return t
+
+
+def header_lines(check: Any) -> list[str]:
+    from gate.provenance import library_versions
+
+    ids = check.identities
+    v = library_versions()
+    pol = check.policy
+    lines = [
+        f"resurgence-gate {__version__}: policy {pol.name} (sha256 {pol.sha256[:12]}), seed {pol.seed}",
+        f"checkpoint {ids['checkpoint']['path']} sha256 {ids['checkpoint']['sha256'][:12]}",
+    ]
+    if check.opts.update:
+        lines.append(f"update {check.opts.update} (sha256 in report)")
+    s = pol.sampler
+    lines.append(f"sampler steps {s.steps} guidance {s.guidance} dtype {s.dtype} device {check.opts.device}")
+    libs = ("torch", "diffusers", "transformers", "peft", "open_clip_torch")
+    lines.append("libraries " + " ".join(f"{k} {v[k]}" for k in libs))
+    return lines
