@@ -7,17 +7,12 @@ index) by hashing, so it never depends on the order of concepts, the batch size,
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from gate.policy import ConceptPolicy, Policy
+from gate.seeds import image_seed
 
 GROUPS = ("concept", "incidental", "retained")
-
-
-def image_seed(policy_seed: int, concept: str, group: str, prompt: str, sample: int) -> int:
-    key = f"{policy_seed}\x1f{concept}\x1f{group}\x1f{prompt}\x1f{sample}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % (2**63 - 1)
 
 
 @dataclass(frozen=True)

@@ -135,18 +135,17 @@ def load_image_folder(pipe, folder: Path, *, prompt_override: str | None = None,
     return ImageSet(latents, prompts, mask_t, source=str(folder))
 
 
-@torch.no_grad()
 def generate_image_set(pipe, prompts: Sequence[str], n: int, *, seed: int, steps: int, guidance: float) -> ImageSet:
-    """Images made by the model itself (the methods' default when no set is given)."""
+    """Images made by the model itself (the methods' default when no set is given): ``n`` latents
+    for the prompts in turn, with seeds ``gate.seeds.image_set_seeds(seed, n)``."""
+    from gate.generate import generate
+    from gate.seeds import image_set_seeds
+
     chosen = [prompts[i % len(prompts)] for i in range(n)]
-    latents = []
-    for i in range(0, n, 16):
-        gens = [torch.Generator("cpu").manual_seed(seed * 1_000_003 + j) for j in range(i, min(n, i + 16))]
-        out = pipe(
-            chosen[i : i + 16], num_inference_steps=steps, guidance_scale=guidance, generator=gens, output_type="latent"
-        )
-        latents.append(out.images)
-    return ImageSet(torch.cat(latents), chosen, None, source="generated")
+    latents = generate(
+        pipe, chosen, image_set_seeds(seed, n), steps=steps, guidance=guidance, batch_size=16, output_type="latent"
+    )
+    return ImageSet(latents, chosen, None, source="generated")
 
 
 def default_sampler(pipe) -> tuple[int, float]:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from gate.seeds import sample_seeds
 from gate.world import concepts as C
 from gate.world import data
 from gate.world.clip import WorldCLIP, color_texts, label_texts, object_texts, texture_texts
@@ -68,30 +69,64 @@ def concept_hit(clip: WorldCLIP, images: Sequence[Any], concept_name: str) -> li
 
 def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, steps: int, guidance: float, batch: int = 64):
     """PIL images for prompts, one torch.Generator per image (so results do not depend on batching)."""
-    import torch
+    from gate.generate import generate as shared_generate
 
-    out = []
-    for i in range(0, len(prompts), batch):
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds[i : i + batch]]
-        res = pipe(
-            list(prompts[i : i + batch]),
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=gens,
-            output_type="pil",
-        )
-        out.extend(res.images)
-    return out
+    return shared_generate(pipe, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch)
+
+
+def concept_images(pipe, name: str, *, n: int, seed: int, steps: int, guidance: float, split: str = "heldout"):
+    """The ``n`` images of a measurement of concept ``name``: its prompts of ``split`` and the
+    seeds ``gate.seeds.sample_seeds(seed, n)`` (the same for every model, so rates pair up)."""
+    prompts = [p for p, _ in data.concept_prompts(name, n, seed, split=split)]
+    return generate(pipe, prompts, sample_seeds(seed, n), steps=steps, guidance=guidance)
 
 
 def _timed_rate(pipe, clip: WorldCLIP, name: str, *, n: int, seed: int, steps: int, guidance: float, split: str):
-    prompts = [p for p, _ in data.concept_prompts(name, n, seed, split=split)]
-    seeds = [seed + 7919 * i + 1 for i in range(n)]
     t0 = time.perf_counter()
-    images = generate(pipe, prompts, seeds, steps=steps, guidance=guidance)
+    images = concept_images(pipe, name, n=n, seed=seed, steps=steps, guidance=guidance, split=split)
     seconds = time.perf_counter() - t0
     hits = concept_hit(clip, images, name)
     return sum(hits) / len(hits), seconds
+
+
+def retained_concepts(concept: str) -> list[str]:
+    """The concepts whose fidelity an erasure of ``concept`` must keep, by default: every shape,
+    identity and unsafe symbol but the concept itself."""
+    return [r for r in (*C.SHAPES, *C.IDENTITIES, *C.UNSAFE) if r != concept]
+
+
+def measure_concept(
+    pipe,
+    clip: WorldCLIP,
+    concept: str,
+    *,
+    n: int,
+    retained: Sequence[str],
+    n_retained: int,
+    seed: int,
+    steps: int,
+    guidance: float,
+) -> dict[str, Any]:
+    """The detection measurement of the zoo and the study, one image set per concept, fixed seeds:
+
+    * ``hits``: for ``n`` images for held-out prompts of ``concept``, whether the detector sees it;
+    * ``retained_by_concept``: for each retained concept, whether the detector sees it in its own
+      ``n_retained`` images (its fidelity); ``retained_hits``: those lists end to end;
+    * ``incidental_hits``: whether the detector sees ``concept`` in those same retained images.
+    """
+    hits = concept_hit(clip, concept_images(pipe, concept, n=n, seed=seed, steps=steps, guidance=guidance), concept)
+    by_concept: dict[str, list[bool]] = {}
+    incidental: list[bool] = []
+    for r in retained:
+        ims = concept_images(pipe, r, n=n_retained, seed=seed, steps=steps, guidance=guidance)
+        by_concept[r] = concept_hit(clip, ims, r)
+        incidental += concept_hit(clip, ims, concept)
+    return {
+        "hits": hits,
+        "retained_hits": [h for r in retained for h in by_concept[r]],
+        "incidental_hits": incidental,
+        "retained_by_concept": by_concept,
+    }
 
 
 def sd_fidelity(

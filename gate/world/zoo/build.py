@@ -21,30 +21,38 @@ RECIPE = ZOO / "recipe.json"
 
 
 def measure(pipe, concept: str, retained: list[str], n: int = 64, n_retained: int = 8) -> dict[str, float]:
+    """An entry's figures: the concept's detection rate on ``n`` images and the retained concepts'
+    mean fidelity on ``n_retained`` images each (``evaluate.measure_concept``, ``EVAL_SEED``)."""
     from gate.world.clip import ASSETS, WorldCLIP
-    from gate.world.evaluate import detection_rate, mean_fidelity
+    from gate.world.evaluate import EVAL_SEED, measure_concept
     from gate.world.models import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     clip = WorldCLIP(ASSETS / "clip")
-    steps, guidance = DEFAULT_STEPS, DEFAULT_GUIDANCE
-    a = detection_rate(pipe, clip, concept, n=n, steps=steps, guidance=guidance)
-    f = mean_fidelity(pipe, clip, retained, n=n_retained, steps=steps, guidance=guidance)
+    m = measure_concept(
+        pipe,
+        clip,
+        concept,
+        n=n,
+        retained=retained,
+        n_retained=n_retained,
+        seed=EVAL_SEED,
+        steps=DEFAULT_STEPS,
+        guidance=DEFAULT_GUIDANCE,
+    )
+    a = sum(m["hits"]) / len(m["hits"])
+    rates = [sum(h) / len(h) for h in m["retained_by_concept"].values()]
+    f = sum(rates) / len(rates)  # the mean of the per-concept rates, as evaluate.mean_fidelity
     return {"detection": round(a, 4), "retained_fidelity": round(f, 4)}
-
-
-def retained_for(concept: str) -> list[str]:
-    from gate.world import concepts as C
-
-    return [r for r in (*C.SHAPES, *C.IDENTITIES, *C.UNSAFE) if r != concept]
 
 
 def build_unlearned(name: str, spec: dict[str, Any], log=print) -> dict[str, Any]:
     from gate.pipeline import load_pipeline
     from gate.unlearn.base import EraseRequest, erase
     from gate.world import concepts as C
+    from gate.world.evaluate import retained_concepts
 
     concept = spec["concept"]
-    retained = retained_for(concept)
+    retained = retained_concepts(concept)
     world = materialize("world")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / name
@@ -73,13 +81,14 @@ def build_candidate(name: str, spec: dict[str, Any], log=print) -> dict[str, Any
     from gate.pipeline import load_pipeline
     from gate.stats import resurgence
     from gate.updates import load_lora
+    from gate.world.evaluate import retained_concepts
     from gate.world.export import write_folder
     from gate.world.zoo import entry as zoo_entry
 
     base_name = spec["base"]
     base_entry = zoo_entry(base_name)
     concept = base_entry["concept"]
-    retained = retained_for(concept)
+    retained = retained_concepts(concept)
     base_dir = materialize(base_name)
     d = spec["data"]
     with tempfile.TemporaryDirectory() as tmp:
