@@ -66,7 +66,7 @@ def reliability(study, keys: list[str], splits: int = 20) -> dict | None:
     import random
 
     from gate.stats import resurgence
-    from gate.study import _unbits
+    from gate.world.study import unbits
 
     if len(keys) < 3:
         return None
@@ -74,7 +74,7 @@ def reliability(study, keys: list[str], splits: int = 20) -> dict | None:
     for key in keys:
         _, tag, concept, _, _ = key.split("|")
         rows = study.rows
-        cells.append([_unbits(rows[k]["hits"]) for k in (f"original|{concept}", f"unlearned|{tag}|{concept}", key)])
+        cells.append([unbits(rows[k]["hits"]) for k in (f"original|{concept}", f"unlearned|{tag}|{concept}", key)])
     n = min(len(c[2]) for c in cells)
     vals = []
     for s in range(splits):
@@ -96,9 +96,9 @@ def main() -> None:
 
     from gate.finetune import LORA_WEIGHTS
     from gate.prescreen import weight_prescreen
-    from gate.study import Study, load_config, table
     from gate.world import concepts as C
     from gate.world import zoo
+    from gate.world.study import Study, load_config, table
 
     cfg = load_config(args.study)
     study = Study(cfg, log=lambda m: None)

@@ -1,0 +1,92 @@
+"""The study's figures: ``curves.png`` (detection along the fine-tuning steps), ``heatmap.png``
+(R by method and concept) and ``factors.png`` (R by level of each factor)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gate.world.study.config import StudyConfig
+
+
+def plots(cfg: StudyConfig, recs: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    main = [r for r in recs if not r["factor"]]
+    concepts = sorted({r["concept"] for r in main if r["stage"] == "finetuned"})
+    if concepts:
+        fig, axes = plt.subplots(1, len(concepts), figsize=(5 * len(concepts), 4), squeeze=False)
+        for ax, concept in zip(axes[0], concepts, strict=True):
+            for method in sorted({r["method"] for r in main if r["concept"] == concept and r["stage"] == "finetuned"}):
+                pts = sorted(
+                    (r["step"], r["detection"], r["detection_low"], r["detection_high"])
+                    for r in main
+                    if r["concept"] == concept and r["method"] == method and r["stage"] in ("unlearned", "finetuned")
+                )
+                xs, ys, lo, hi = (list(t) for t in zip(*pts, strict=True))
+                ax.plot(xs, ys, "o-", label=method)
+                ax.fill_between(xs, lo, hi, alpha=0.1)
+            ctl = sorted(
+                (r["step"], r["detection"]) for r in recs if r["stage"] == "control" and r["concept"] == concept
+            )
+            if ctl:
+                ax.plot(*zip(*ctl, strict=True), "k--", label="control (original)")
+            ax.set_title(f"{concept}: detection after benign fine-tuning")
+            ax.set_xlabel("fine-tuning step")
+            ax.set_ylabel("detection rate")
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(cfg.out / "curves.png", dpi=100)
+        plt.close(fig)
+        methods = sorted({r["method"] for r in main if r["stage"] == "finetuned"})
+        grid = np.full((len(methods), len(concepts)), np.nan)
+        for r in main:
+            if r["stage"] == "finetuned" and r.get("R") is not None:
+                i, j = methods.index(r["method"]), concepts.index(r["concept"])
+                best = max(x["step"] for x in main if x["stage"] == "finetuned" and x["method"] == r["method"]
+                            and x["concept"] == r["concept"])  # fmt: skip
+                if r["step"] == best:
+                    grid[i, j] = r["R"]
+        fig, ax = plt.subplots(figsize=(1.6 * len(concepts) + 2, 0.5 * len(methods) + 1.5))
+        im = ax.imshow(grid, cmap="Reds", vmin=0, vmax=1)
+        ax.set_xticks(range(len(concepts)), concepts)
+        ax.set_yticks(range(len(methods)), methods)
+        for i in range(len(methods)):
+            for j in range(len(concepts)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+        ax.set_title("R after benign fine-tuning")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        fig.savefig(cfg.out / "heatmap.png", dpi=100)
+        plt.close(fig)
+    fac = [r for r in recs if r["factor"] and r["stage"] == "finetuned"]
+    names = sorted({r["factor"] for r in fac})
+    if names:
+        fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            last: dict[str, dict[str, Any]] = {}
+            for r in fac:
+                if r["factor"] == name and (r["level"] not in last or r["step"] > last[r["level"]]["step"]):
+                    last[r["level"]] = r
+            levels = list(last)
+            if name == "similarity":
+                levels.sort(key=lambda lv: json.loads(lv)["clip_distance"])
+                labels = [f"{json.loads(lv)['data']}\n{json.loads(lv)['clip_distance']:.2f}" for lv in levels]
+            else:
+                labels = [str(lv)[:18] for lv in levels]
+            ys = [last[lv].get("R") or 0.0 for lv in levels]
+            err = [[y - (last[lv].get("R_low") or y) for y, lv in zip(ys, levels, strict=True)],
+                   [(last[lv].get("R_high") or y) - y for y, lv in zip(ys, levels, strict=True)]]  # fmt: skip
+            ax.bar(range(len(levels)), ys, yerr=err, capsize=3, color="tab:red", alpha=0.7)
+            ax.set_xticks(range(len(levels)), labels, fontsize=7, rotation=20)
+            ax.set_title(f"R by {name}" + (" (data, CLIP distance)" if name == "similarity" else ""))
+            ax.set_ylim(-0.2, 1.1)
+        fig.tight_layout()
+        fig.savefig(cfg.out / "factors.png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,63 @@
+"""``rows.jsonl``: one JSON line per measurement, written as soon as it is made.
+
+Hit lists are stored as strings of ``0`` and ``1`` (one character per image, in seed order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def bits(xs: list[bool]) -> str:
+    return "".join("1" if x else "0" for x in xs)
+
+
+def unbits(s: str) -> list[bool]:
+    return [c == "1" for c in s]
+
+
+def rate(b: str) -> float:
+    """The share of hits in a stored hit string (0 for an empty one)."""
+    return b.count("1") / max(1, len(b))
+
+
+def mean(xs: list[bool]) -> float:
+    return sum(xs) / max(1, len(xs))
+
+
+def read_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows by key. A line cut by an interruption is dropped, and the file rewritten with the
+    whole rows only, so that new rows start on a line of their own."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return rows
+    text = path.read_text()
+    damaged = bool(text) and not text.endswith("\n")
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by an interruption
+                damaged = True
+                continue
+            rows[row["key"]] = row
+    if damaged:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+        os.replace(tmp, path)
+    return rows
+
+
+def append_row(path: Path, key: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Append one row (with its key and the time) and sync it to disk; returns the row written."""
+    row = {"key": key, **row, "time": round(time.time(), 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return row
