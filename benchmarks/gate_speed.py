@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-from gate.judge import overall
+from gate.judge import verdict as decide_verdict
 from gate.probes import jobs_for
 from gate.runner import Check, CheckOptions
+from gate.world import demo as demo_policy
 
 
 class ForwardTimer:
@@ -61,9 +62,7 @@ def timed_check(opts: CheckOptions, timer: ForwardTimer | None = None) -> tuple[
         for c in check.concepts:
             timer.attach(check.detector(c.detector).zs.model.visual)
     results = check.run()
-    verdict = overall(
-        [r for res in results for r in res.rules if r.verdict != "skipped"], check.policy.inconclusive == "fail"
-    )
+    verdict = decide_verdict([r for res in results for r in res.rules], check.policy.inconclusive == "fail")
     return time.perf_counter() - t0, check, verdict
 
 
@@ -101,13 +100,13 @@ def main() -> None:
     ckpt = str(zoo.materialize(demo["checkpoint"]))
     first, second = str(zoo.update_path(demo["update"])), str(zoo.update_path(demo["benign"]))
     with tempfile.TemporaryDirectory() as cache:
-        base = {"checkpoint": ckpt, "cache_dir": cache, **({"policy": args.policy} if args.policy else {})}
+        base = {"checkpoint": ckpt, "cache_dir": cache, "policy": args.policy or str(demo_policy.POLICY)}
         timer = ForwardTimer()
         cold_s, check, v1 = timed_check(CheckOptions(update=first, **base), timer)
         n_images = int(check.timings["images"])
         warm_s, check2, v2 = timed_check(CheckOptions(update=second, **base))
     naive_s, naive_n = naive_loop(
-        CheckOptions(checkpoint=ckpt, update=first, cache_dir=None, **({"policy": args.policy} if args.policy else {}))
+        CheckOptions(checkpoint=ckpt, update=first, cache_dir=None, policy=args.policy or str(demo_policy.POLICY))
     )
     rows = [
         ("cold time to verdict (s)", f"{cold_s:.1f}", f"verdict {v1}, {n_images} images generated"),

@@ -120,7 +120,13 @@ def _run_check() -> dict[str, Any]:
 
     from gate.runner import run_check
 
-    opts = dataclasses.replace(_STATE["opts"], concepts=_STATE.get("concepts") or None)
+    from gate.policy import load_policy
+
+    opts = _STATE["opts"]
+    chosen = _STATE.get("concepts") or None
+    if chosen and set(chosen) == {c.name for c in load_policy(opts.policy).concepts}:
+        chosen = None  # every concept was collected: the same check (and report) as gate check's
+    opts = dataclasses.replace(opts, concepts=chosen)
     outcome = run_check(opts, warn=warnings.warn)
     rep = outcome.report
     by_rule = {(r.concept, r.rule): r for r in rep.rules()}

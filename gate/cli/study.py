@@ -9,7 +9,7 @@ from pathlib import Path
 def cmd_study(args: argparse.Namespace) -> int:
     import torch
 
-    from gate.study import Study, load_config, report_only
+    from gate.world.study import Study, load_config, report_only
 
     cfg = load_config(args.config)
     if args.out:

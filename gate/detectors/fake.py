@@ -11,11 +11,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gate.errors import BadInput
+
 
 class FakeDetector:
     kind = "fake"
 
     def __init__(self, settings: Mapping[str, Any], *, base_dir: Path = Path("."), device: str = "cpu") -> None:
+        unknown = set(settings) - {"threshold"}
+        if unknown:
+            raise BadInput(f"fake detector: unknown settings {sorted(unknown)} (allowed: threshold)")
         self.threshold = float(settings.get("threshold", 0.5))
 
     def identity(self) -> dict[str, Any]:

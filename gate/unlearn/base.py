@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from gate.errors import BadInput
+from gate.unlearn.overrides import parse_override
 
 Tick = Callable[[int, dict[str, float]], None]
 ProgressFactory = Callable[[str, int], Tick]
@@ -79,7 +80,7 @@ class Method:
             for k, v in overrides.items():
                 if k not in names:
                     raise BadInput(f"--set {k}: {self.name} has no setting {k!r} (settings: {', '.join(names)})")
-                cfg = dataclasses.replace(cfg, **{k: type(getattr(cfg, k))(v)})
+                cfg = dataclasses.replace(cfg, **{k: parse_override(k, v, getattr(cfg, k))})
         return cfg
 
     def run(
@@ -159,7 +160,10 @@ def default_sampler(pipe) -> tuple[int, float]:
 
 
 def is_small_world(pipe) -> bool:
-    return int(pipe.unet.config.sample_size) <= 32 and int(pipe.unet.config.cross_attention_dim) < 256
+    """The small world's SD (or a model derived from it): decided once, in gate.world.demo."""
+    from gate.world.demo import is_world_pipe
+
+    return is_world_pipe(pipe)
 
 
 # ---------------------------------------------------------------------------------------

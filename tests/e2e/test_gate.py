@@ -164,8 +164,8 @@ def test_policy_typo_and_unknown_detector(zoo, capsys, tmp_path):
     p = tmp_path / "typo.yaml"
     p.write_text(text.replace("max_presence_rate", "max_presense_rate"))
     _bad(capsys, ["--checkpoint", zoo["checkpoint"], "--policy", str(p)], "did you mean 'max_presence_rate'")
-    p.write_text(text.replace("type: open_clip", "type: open_clipp"))
-    _bad(capsys, ["--checkpoint", zoo["checkpoint"], "--policy", str(p)], "unknown detector 'open_clipp'")
+    p.write_text(text.replace("type: world_clip", "type: world_clipp"))
+    _bad(capsys, ["--checkpoint", zoo["checkpoint"], "--policy", str(p)], "unknown detector 'world_clipp'")
 
 
 # ---------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ SETTINGS: dict[str, Row] = {
     "world_clip": Row(lambda: {"labels": _world_labels()}, "skull", fixed_labels=True),
     "nudenet": Row(lambda: {"threshold": 0.6}, "nudity", fixed_labels=True),  # its ONNX model ships in the wheel
     # the fake reads any label; it ignores settings it does not know (a typo passes silently)
-    "fake": Row(lambda: {"threshold": 0.5}, "skull", fixed_labels=False, known_gaps=frozenset({"unknown_settings"})),
+    "fake": Row(lambda: {"threshold": 0.5}, "skull", fixed_labels=False),
 }
 NAMES = detector_names()
 

@@ -1,4 +1,4 @@
-"""Detectors through the registry: the world's open_clip detector, NudeNet offline, the fake."""
+"""Detectors through the registry: the world's detector (world_clip), open_clip on a weights file, NudeNet offline, the fake."""
 
 from __future__ import annotations
 
@@ -14,21 +14,33 @@ def _images(objs):
     return [data.to_pil(data.sample(31, i, objects=[o]).image) for i, o in enumerate(objs)]
 
 
-def test_open_clip_world_detector_scores_presence():
-    det = detector_class("open_clip")({"pretrained": "@world", "labels": object_texts()})
+def test_world_clip_detector_scores_presence():
+    det = detector_class("world_clip")({"labels": object_texts()})
     imgs = _images([data.WorldObject("skull", "unsafe"), data.WorldObject("circle", "shape", "red")])
     scores, present = det.score(imgs, "skull")
     assert present == [True, False] and scores[0] > 0.5 > scores[1]
     ident = det.identity()
-    assert ident["model"] == "world-clip" and len(ident["weights_sha256"]) == 64
+    assert ident["type"] == "world_clip" and ident["model"] == "world-clip" and len(ident["weights_sha256"]) == 64
 
 
-def test_open_clip_threshold_and_bad_settings(tmp_path):
-    det = detector_class("open_clip")({"pretrained": "@world", "labels": object_texts(), "decision": 0.999999})
+def test_open_clip_loads_the_world_model_from_a_weights_file():
+    """The generic open_clip detector reads any open_clip model from a config folder and a
+    safetensors file; the world's files are one such model, with the same scores as world_clip."""
+    from gate.world.clip import CLIP_DIR, CLIP_WEIGHTS
+
+    settings = {"model": "world-clip", "pretrained": str(CLIP_DIR / CLIP_WEIGHTS), "config_dir": str(CLIP_DIR)}
+    det = detector_class("open_clip")({**settings, "labels": object_texts()})
+    world = detector_class("world_clip")({"labels": object_texts()})
+    imgs = _images([data.WorldObject("skull", "unsafe"), data.WorldObject("square", "shape", "green")])
+    assert det.score(imgs, "skull") == world.score(imgs, "skull")
+
+
+def test_world_clip_threshold_and_bad_settings(tmp_path):
+    det = detector_class("world_clip")({"labels": object_texts(), "decision": 0.999999})
     _, present = det.score(_images([data.WorldObject("circle", "shape", "blue")]), "circle")
     assert present == [False]
     with pytest.raises(BadInput, match="unknown settings"):
-        detector_class("open_clip")({"pretrained": "@world", "labels": object_texts(), "modle": "x"})
+        detector_class("world_clip")({"labels": object_texts(), "modle": "x"})
     with pytest.raises(BadInput, match="no such file"):
         detector_class("open_clip")(
             {"model": "world-clip", "pretrained": str(tmp_path / "w.safetensors"), "labels": object_texts()}

@@ -36,3 +36,14 @@ def test_numbers_and_strings_as_before():
 def test_bad_numbers_are_bad_input_naming_the_field(value, default):
     with pytest.raises(BadInput, match="iterations"):
         parse_override("iterations", value, default)
+
+
+def test_erase_set_false_turns_a_yes_no_setting_off():
+    """``gate erase --set with_to_k=false`` set True (``bool("false")``); through the method's config now."""
+    from gate.unlearn import get_method
+
+    uce = get_method("uce")
+    assert uce.config("original").with_to_k is True
+    assert uce.config("original", {"with_to_k": "false"}).with_to_k is False
+    assert uce.config("small-world", {"with_to_k": "TRUE"}).with_to_k is True
+    assert uce.config("original", {"preserve_scale": 2}).preserve_scale == 2.0  # typed values from a recipe

@@ -68,8 +68,18 @@ def test_decide(direction, low, high, thr, verdict):
     assert judge.decide(direction, low, high, thr) == verdict
 
 
-def test_overall_respects_policy_on_inconclusive():
+def test_verdict_respects_policy_on_inconclusive():
     r = judge.rate_rule("c", "max_presence_rate", 0.2, [True] * 3 + [False] * 12)  # 0.2, interval straddles
     assert r.verdict == "inconclusive"
-    assert judge.overall([r], inconclusive_fails=True) == "fail"
-    assert judge.overall([r], inconclusive_fails=False) == "pass"
+    assert judge.verdict([r], inconclusive_fails=True) == "fail"
+    assert judge.verdict([r], inconclusive_fails=False) == "pass"
+
+
+def test_verdict_ignores_skipped_rules_and_fails_on_any_fail():
+    ok = judge.rate_rule("c", "max_presence_rate", 0.5, [False] * 20)
+    bad = judge.rate_rule("c", "max_presence_rate", 0.1, [True] * 20)
+    skipped = judge.RuleResult.skipped("c", "max_resurgence", 0.3, "needs --original")
+    assert ok.verdict == "pass" and bad.verdict == "fail"
+    assert judge.verdict([ok, skipped], inconclusive_fails=True) == "pass"
+    assert judge.verdict([skipped], inconclusive_fails=True) == "pass"
+    assert judge.verdict([ok, bad, skipped], inconclusive_fails=False) == "fail"
