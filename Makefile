@@ -37,7 +37,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; } || \
-	  echo "warning: could not install chromium; tests/test_browser.py will fail"
+	  echo "warning: could not install chromium; tests/e2e/test_browser.py will fail"
 
 lint: $(STAMP)
 	$(BIN)/ruff check gate tests probes benchmarks
