@@ -118,9 +118,8 @@ def _run_check() -> dict[str, Any]:
     import dataclasses
     import warnings
 
-    from gate.runner import run_check
-
     from gate.policy import load_policy
+    from gate.runner import run_check
 
     opts = _STATE["opts"]
     chosen = _STATE.get("concepts") or None

@@ -88,10 +88,13 @@ def weight_prescreen_many(
     from gate.model import apply_update, load_checkpoint
 
     t0 = time.perf_counter()
-    kw = {"config": config, "allow_pickle": allow_pickle, "device": device}
-    p_o = load_checkpoint(original, **kw)[0]
-    p_u = load_checkpoint(checkpoint, **kw)[0]
-    p_c = load_checkpoint(checkpoint, **kw)[0]
+
+    def load(spec: str, flag: str):
+        return load_checkpoint(spec, config=config, allow_pickle=allow_pickle, device=device, flag=flag)[0]
+
+    p_o = load(original, "--original")
+    p_u = load(checkpoint, "--checkpoint")
+    p_c = load(checkpoint, "--checkpoint")
     apply_update(p_c, update, lora_scale=lora_scale, allow_pickle=allow_pickle)
     so = {k: v.detach().float() for k, v in p_o.unet.state_dict().items()}
     su = {k: v.detach().float() for k, v in p_u.unet.state_dict().items()}

@@ -163,8 +163,10 @@ class Check:
     def _load_model(self, spec: str, flag: str):
         from gate.model import load_checkpoint
 
-        kw = {"config": self.opts.config, "allow_pickle": self.opts.allow_pickle, "device": self.opts.device}
-        pipe, ident = load_checkpoint(spec, dtype=self._dtype(), flag=flag, **kw)
+        o = self.opts
+        pipe, ident = load_checkpoint(
+            spec, config=o.config, allow_pickle=o.allow_pickle, device=o.device, dtype=self._dtype(), flag=flag
+        )
         self._prepare(pipe)
         return pipe, ident
 

@@ -245,6 +245,10 @@ class UpdateKind:
     apply: Callable[[object, Path, float, bool], Identity]  # (pipe, path, lora_scale, allow_pickle)
 
 
+def _lora_preflight(pipe, p: Path, allow_pickle: bool) -> None:
+    check_lora_fits(pipe, lora_file(p))
+
+
 def _lora_apply(pipe, p: Path, scale: float, allow_pickle: bool) -> Identity:
     f = lora_file(p)
     counts = load_lora(pipe, f, scale=scale)
@@ -281,7 +285,7 @@ def _weights_apply(pipe, p: Path, scale: float, allow_pickle: bool) -> Identity:
 UPDATE_KINDS: dict[str, UpdateKind] = {
     "lora": UpdateKind(
         "lora", "a LoRA .safetensors (diffusers, peft or kohya keys), or a folder holding one",
-        lambda pipe, p, allow_pickle: check_lora_fits(pipe, lora_file(p)) and None, _lora_apply,
+        _lora_preflight, _lora_apply,
     ),
     "full-folder": UpdateKind(
         "full-folder", "a fine-tuned diffusers pipeline folder (unet/, optionally text_encoder/)",
