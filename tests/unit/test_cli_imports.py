@@ -42,3 +42,22 @@ def test_start_up_imports_nothing_heavy(argv, expect):
     assert got["heavy"] == []
     assert got["rc"] == 0
     assert expect in got["out"]
+
+
+def test_merge_and_annotate_import_nothing_heavy(tmp_path):
+    """Reports are read, merged and annotated on a CPU-only merge job: no torch there either."""
+    from tests.unit.test_one_path import _report
+
+    for i, name in ((1, "a"), (2, "b")):
+        rep = _report()
+        rep.shard = [i, 2]
+        rep.concepts[0].name = f"concept-{name}"
+        for r in rep.concepts[0].rules:
+            r.concept = f"concept-{name}"
+        (tmp_path / f"{name}.json").write_text(rep.dumps())
+    got = _loaded_after(
+        ["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--report-dir", str(tmp_path / "m")]
+    )
+    assert got["heavy"] == [] and got["rc"] == 1 and "VERDICT: FAIL (2 concepts" in got["out"]
+    got = _loaded_after(["annotate", str(tmp_path / "m" / "report.json"), "--summary", str(tmp_path / "s.md")])
+    assert got["heavy"] == [] and "::error" in got["out"]
