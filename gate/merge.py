@@ -19,7 +19,7 @@ from gate.judge import verdict
 from gate.report.model import Report, load_report
 
 # fields that must agree across shards for the merge to mean anything
-SAME = ("inputs", "seed", "sampler", "inconclusive_counts_as", "report_version")
+SAME = ("inputs", "seed", "sampler", "inconclusive_counts_as", "report_version", "pull_request")
 
 load = load_report  # kept: ``gate track`` and ``gate annotate`` read reports through it
 

@@ -66,6 +66,7 @@ class CheckOptions:
     track: bool = True
     tracking_uri: str | None = None
     model_line: str | None = None
+    pull_request: dict[str, Any] | None = None  # CI provenance: number, base_sha, head_sha, candidate
 
 
 @dataclass
@@ -349,6 +350,7 @@ class Check:
             finished_at=round(time.time(), 3),
             git_commit=git_commit(),
             prescreen=prescreen or None,
+            pull_request=dict(self.opts.pull_request) if self.opts.pull_request else None,
         )
 
 

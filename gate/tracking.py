@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 DEFAULT_DIR = Path(".gate-mlflow")
 EXPERIMENT = "resurgence-gate"
+# MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says otherwise
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 VERDICT_CODE = {"pass": 0.0, "inconclusive": 0.5, "fail": 1.0, "skipped": -1.0}
 RULE_FIELDS = ("observed", "low", "high", "threshold", "baseline")
 
@@ -64,13 +66,39 @@ def _experiment_id(client, uri: str, name: str) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:///"):
         # next to the database, never ./mlruns under whatever directory the gate was started in
         db = Path(uri[len("sqlite:///") :])
         artifact_location = (db.parent / "artifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(
+        name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )
+
+
+# generic file names that say nothing about which candidate a run judged
+_GENERIC = ("pytorch_lora_weights.safetensors", "diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def candidate_label(report: Report) -> str:
+    """What a run judged, for its name: the candidate's path in the pull request when known,
+    else the update's path (with its folder when the file name is a generic one)."""
+    pr = report.pull_request or {}
+    if pr.get("candidate"):
+        return str(pr["candidate"])
+    path = report.identity("update").get("path")
+    if not path:
+        return "no update"
+    p = Path(str(path))
+    return f"{p.parent.name}/{p.name}" if p.name in _GENERIC else p.name
+
+
+def run_name(report: Report, model_line: str) -> str:
+    sha = str(report.identity("update").get("sha256") or report.identity("checkpoint").get("sha256") or "")[:8]
+    return f"{model_line}: {candidate_label(report)} @{sha} {report.verdict}"
 
 
 def report_sha256(report: Report) -> str:
@@ -117,6 +145,10 @@ def _tags(report: Report, model_line: str) -> dict[str, str]:
                 tags[f"input.{name}.path"] = str(ident["path"])[:4000]
     for lib, ver in report.libraries.items():
         tags[f"lib.{lib}"] = str(ver)
+    for key, value in (report.pull_request or {}).items():
+        if value not in (None, ""):
+            tags[f"gate.pr.{key}"] = str(value)[:4000]
+    tags["gate.candidate"] = candidate_label(report)[:4000]
     commit = report.git_commit or git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -154,12 +186,11 @@ def log_report(
         found = find_report_run(client, exp_id, tags["gate.report_sha256"])
         if found:
             return Tracked(uri, exp_id, found, {}, existing=True)
-    update = report.identity("update").get("path") or "no update"
     started = int((report.finished_at or time.time()) * 1000)
     run = client.create_run(
         exp_id,
         start_time=started,
-        tags={**tags, "mlflow.runName": f"gate {report.verdict} {Path(str(update)).name}"},
+        tags={**tags, "mlflow.runName": run_name(report, line)},
     )
     rid = run.info.run_id
     children: dict[str, str] = {}

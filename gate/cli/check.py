@@ -51,8 +51,17 @@ def check_options(args: argparse.Namespace):
         config=args.config, allow_pickle=args.allow_pickle, lora_scale=args.lora_scale, device=args.device,
         cache_dir=None if args.no_cache else args.cache_dir, concepts=args.concept or None, shard=_shard(args.shard),
         prescreen=not args.no_prescreen, report_dir=args.report_dir, json_path=args.json, track=not args.no_track,
-        tracking_uri=args.tracking_uri, model_line=args.model_line,
+        tracking_uri=args.tracking_uri, model_line=args.model_line, pull_request=_pull_request(args),
     )  # fmt: skip
+
+
+def _pull_request(args: argparse.Namespace) -> dict | None:
+    """CI provenance for the report and MLflow: which pull request, commits and candidate."""
+    fields = {"number": args.pr_number, "base_sha": args.base_sha, "head_sha": args.head_sha,
+              "candidate": args.candidate, "model_line": args.model_line}  # fmt: skip
+    if not any(v for k, v in fields.items() if k != "model_line"):
+        return None
+    return {k: v for k, v in fields.items() if v not in (None, "")}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -114,6 +123,11 @@ def register(sub) -> None:
     _tracking_args(ck)
     ck.add_argument("--no-track", action="store_true", help="do not log the run to MLflow")
     ck.add_argument("--no-prescreen", action="store_true", help="skip the weight-space pre-screen stage")
+    pr = ck.add_argument_group("pull request provenance (CI): recorded in the report and MLflow")
+    pr.add_argument("--pr-number", help="the pull request's number")
+    pr.add_argument("--base-sha", help="the base commit (where the gate, its policy and the checkpoint came from)")
+    pr.add_argument("--head-sha", help="the head commit (where the candidate came from)")
+    pr.add_argument("--candidate", help="the candidate's path in the pull request (names the MLflow run)")
     ck.set_defaults(func=cmd_check)
 
 

@@ -61,6 +61,7 @@ class Report:
     gate_version: str = __version__
     prescreen: dict[str, Any] | None = None  # per concept, report only
     merged_from: list[dict[str, Any]] | None = None  # set by gate merge
+    pull_request: dict[str, Any] | None = None  # number, base_sha, head_sha, candidate, model_line (CI)
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # keys of a newer writer, kept as they were
 
@@ -70,7 +71,7 @@ class Report:
         "sampler", "device", "shard", "libraries", "detectors", "concepts", "cache", "timings_s", "wall_time_s",
         "finished_at", "git_commit",
     )  # fmt: skip
-    _OPTIONAL = ("prescreen", "merged_from", "warnings")
+    _OPTIONAL = ("prescreen", "merged_from", "warnings", "pull_request")
 
     @property
     def inconclusive_fails(self) -> bool:
