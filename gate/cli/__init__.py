@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from gate import __version__
 from gate.cli import check, history, prescreen, study, theory, train, world
+from gate.cli import plan as plan_cmd
 from gate.cli import policy as policy_cmd
 from gate.cli.common import Handler
 from gate.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, GateError
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     check.register(sub)
     history.register(sub)
+    plan_cmd.register(sub)
     prescreen.register(sub)
     study.register(sub)
     theory.register(sub)
