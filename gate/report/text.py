@@ -62,6 +62,7 @@ def markdown(report: Report, max_bytes: int = 900_000) -> str:
         f"Policy `{pol.get('name', '')}` (sha256 `{str(pol.get('sha256', ''))[:12]}`), "
         f"checkpoint `{str(report.identity('checkpoint').get('sha256', ''))[:12]}`, update "
         f"`{str(report.identity('update').get('sha256', 'none'))[:12]}`, seed {report.seed}.",
+        *_pull_request_lines(report),
         "",
         "| concept | rule | baseline | candidate | 95% interval | threshold | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -78,6 +79,22 @@ def markdown(report: Report, max_bytes: int = 900_000) -> str:
     lines += ["", f"Reproduce: `{report.reproduce}`", ""]
     text = "\n".join(lines)
     return text if len(text.encode()) <= max_bytes else text[: max_bytes - 100] + "\n\n(truncated)\n"
+
+
+def _pull_request_lines(report: Report) -> list[str]:
+    pr = report.pull_request or {}
+    if not pr:
+        return []
+    parts = []
+    if pr.get("candidate"):
+        parts.append(
+            f"Candidate `{pr['candidate']}`" + (f" (model line `{pr['model_line']}`)" if pr.get("model_line") else "")
+        )
+    if pr.get("number"):
+        parts.append(f"pull request #{pr['number']}")
+    if pr.get("base_sha") or pr.get("head_sha"):
+        parts.append(f"base `{str(pr.get('base_sha', ''))[:12]}`, head `{str(pr.get('head_sha', ''))[:12]}`")
+    return ["", ", ".join(parts) + "."]
 
 
 def rich_table(report: Report):
