@@ -89,8 +89,11 @@ class CheckOutcome:
     report: Any  # gate.report.Report
     results: list[ConceptResult]
     report_dir: Path
-    run_id: str | None = None  # MLflow run, when tracked
-    tracking_uri: str | None = None
+    tracked: Any = None  # gate.tracking.Tracked, when the run was logged to MLflow
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tracked.run_id if self.tracked else None
 
     @property
     def exit_code(self) -> int:
@@ -385,6 +388,5 @@ def run_check(
         except Exception as e:  # an unusable default store folder must not cost the verdict either
             warn(f"warning: MLflow tracking failed ({type(e).__name__}: {e}); the verdict stands")
             return outcome
-        outcome.tracking_uri = uri
-        outcome.run_id = track_after_check(rep, out_dir, uri=uri, model_line=opts.model_line, warn=warn)
+        outcome.tracked = track_after_check(rep, out_dir, uri=uri, model_line=opts.model_line, warn=warn)
     return outcome

@@ -254,18 +254,31 @@ def find_report_run(client, experiment_id: str, sha: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def track_after_check(report: Report, report_dir: Path, *, uri: str | None, model_line: str | None, warn) -> str | None:
+def track_after_check(
+    report: Report, report_dir: Path, *, uri: str | None, model_line: str | None, warn
+) -> Tracked | None:
     """``gate check``'s tracking step: the report is already on disk; a tracking failure only
     warns (with the command that logs it later) and never changes the exit code."""
     try:
-        tracked = log_report(report, report_dir, uri=uri, model_line=model_line)
+        return log_report(report, report_dir, uri=uri, model_line=model_line)
     except Exception as e:  # any store, network or permission error
         warn(
             f"warning: MLflow tracking failed ({type(e).__name__}: {str(e)[:300]}); the verdict stands. "
             f"Log it later with: gate track {report_dir / 'report.json'}"
         )
         return None
-    return tracked.run_id
+
+
+def ui_link(tracked: Tracked, host: str = "http://127.0.0.1:5000") -> str:
+    """Where ``mlflow ui`` shows a run. MLflow 3's UI opens every experiment on its GenAI overview
+    unless the page asks for the model-training view (``workflowType``; the experiment's
+    ``mlflow.experimentKind`` tag alone does not switch it, measured with MLflow 3.17)."""
+    return f"{host}/#/experiments/{tracked.experiment_id}/runs/{tracked.run_id}?workflowType=machine_learning"
+
+
+def ui_hint(tracked: Tracked) -> str:
+    store = tracked.uri
+    return f"mlflow ui --backend-store-uri {store}  then open {ui_link(tracked)}"
 
 
 # --- history ----------------------------------------------------------------------------

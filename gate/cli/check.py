@@ -93,8 +93,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     except Exception as e:
         warn(f"warning: could not render the summary table ({type(e).__name__}: {e})")
     console.print(Text(f"reports: {outcome.report_dir}/report.json, summary.md, report.html"))
-    if outcome.run_id:
-        console.print(Text(f"mlflow: run {outcome.run_id} in {outcome.tracking_uri}"))
+    if outcome.tracked:
+        from gate.tracking import ui_hint
+
+        console.print(Text(f"mlflow: run {outcome.run_id} in {outcome.tracked.uri}"))
+        console.print(Text(f"view it: {ui_hint(outcome.tracked)}"))
     print(R.verdict_line(rep))
     return outcome.exit_code
 

@@ -94,11 +94,12 @@ def _track(rep, out_dir: Path, args: argparse.Namespace, console) -> None:
     """Logs a finished report to MLflow (gate check; gate merge --track)."""
     from rich.text import Text
 
-    from gate.tracking import resolve_uri, track_after_check
+    from gate.tracking import resolve_uri, track_after_check, ui_hint
 
     uri = resolve_uri(args.tracking_uri)
-    run_id = track_after_check(
+    tracked = track_after_check(
         rep, out_dir, uri=uri, model_line=args.model_line, warn=lambda m: console.print(Text(m, style="yellow"))
     )
-    if run_id:
-        console.print(f"mlflow: run {run_id} in {uri}", highlight=False)
+    if tracked:
+        console.print(Text(f"mlflow: run {tracked.run_id} in {uri}"))
+        console.print(Text(f"view it: {ui_hint(tracked)}"))

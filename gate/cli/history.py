@@ -15,7 +15,7 @@ VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 
 def cmd_track(args: argparse.Namespace) -> int:
     from gate.merge import load
-    from gate.tracking import log_report
+    from gate.tracking import log_report, ui_hint
 
     path = Path(args.report)
     rep = load(path)
@@ -24,6 +24,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     )
     note = " (this report was already logged; --again logs it once more)" if tracked.existing else ""
     print(f"mlflow: run {tracked.run_id} in {tracked.uri}{note}")
+    print(f"view it: {ui_hint(tracked)}")
     return 0
 
 
