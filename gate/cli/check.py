@@ -6,12 +6,16 @@ import argparse
 from pathlib import Path
 
 from gate.cli.common import _count_progress, _progress_factory, _shard, _tracking_args
+from gate.errors import BadInput
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from gate.policy import load_policy, validate_base
 
     for path in args.policy:
+        if Path(path).name == "gate.yaml":
+            _validate_repo_config(Path(path))
+            continue
         if _is_base(path):
             data = validate_base(path)
             n = len(data.get("detectors") or {})
@@ -27,6 +31,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{path}: ok: policy {pol.name!r} v{pol.version}, {len(pol.concepts)} concepts, {rules} rules, "
               f"{images} images per side, sha256 {pol.sha256[:12]}")  # fmt: skip
     return 0
+
+
+def _validate_repo_config(path: Path) -> None:
+    """gate.yaml (model lines): its keys, and that each line's policy exists and loads."""
+    from gate.policy import load_policy
+    from gate.repo_config import load_repo_config
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"{path}: cannot be read ({e.strerror})") from None
+    cfg = load_repo_config(text, str(path))
+    root = path.resolve().parent
+    for line in cfg.model_lines:
+        policy = root / line.policy
+        if not policy.is_file():
+            raise BadInput(f"{path}: model line {line.name!r}: policy {line.policy} is not a file in this repository")
+        load_policy(policy)
+    names = ", ".join(m.name for m in cfg.model_lines)
+    print(f"{path}: ok: {len(cfg.model_lines)} model lines ({names}), {len(cfg.exempt)} exempt globs")
 
 
 def _is_base(path: str) -> bool:
