@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gate import sd
+from gate import provenance, sd
 from gate.errors import BadInput
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -80,7 +80,8 @@ def finetune(
 ) -> dict[str, Any]:
     from peft import LoraConfig
 
-    from gate.pipeline import library_versions, load_pipeline
+    from gate.pipeline import load_pipeline
+    from gate.provenance import library_versions
     from gate.unlearn.base import load_image_folder
 
     t0 = time.perf_counter()
@@ -146,18 +147,18 @@ def finetune(
         "config": dataclasses.asdict(cfg),
         "inputs": {
             "checkpoint": str(checkpoint),
-            "checkpoint_sha256": sd.hash_tree(Path(checkpoint), skip=("erase.json", "finetune.json")),
+            "checkpoint_sha256": provenance.hash_tree(Path(checkpoint), skip=("erase.json", "finetune.json")),
             "data": str(data_dir),
-            "data_sha256": sd.hash_tree(Path(data_dir)),
+            "data_sha256": provenance.hash_tree(Path(data_dir)),
             "n_images": len(data),
         },
         "checkpoints": saved,
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "libraries": library_versions(),
-        "outputs": {"sha256": sd.hash_tree(out, skip=("finetune.json",))},
+        "outputs": {"sha256": provenance.hash_tree(out, skip=("finetune.json",))},
     }
-    sd.write_json_atomic(out / "finetune.json", record)
+    provenance.write_json_atomic(out / "finetune.json", record)
     return record
 
 

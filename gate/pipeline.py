@@ -31,8 +31,3 @@ def quiet_hub_progress() -> None:
 
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
-
-
-from gate.provenance import library_versions  # noqa: E402  (kept importable from here)
-
-__all__ = ["library_versions", "load_pipeline", "quiet_hub_progress"]

@@ -154,10 +154,3 @@ def add_noise(pipe, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> t
 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     return sched.add_noise(x0, noise, t.cpu()).to(x0.dtype)
-
-
-# content hashes and atomic writes live in the torch-free gate.provenance; these names stay
-# importable from here for the training code that already uses them
-from gate.provenance import hash_file, hash_tree, sha256_bytes, write_json_atomic  # noqa: E402
-
-__all__ = ["hash_file", "hash_tree", "sha256_bytes", "write_json_atomic"]

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from gate import provenance
 from gate.errors import BadInput
 from gate.unlearn.overrides import parse_override
 
@@ -191,8 +192,8 @@ def erase(
     n_forget: int | None = None,
     n_retain: int | None = None,
 ) -> dict[str, Any]:
-    from gate import sd
-    from gate.pipeline import library_versions, load_pipeline
+    from gate.pipeline import load_pipeline
+    from gate.provenance import library_versions
     from gate.unlearn import get_method
 
     method = get_method(method_name)
@@ -242,15 +243,15 @@ def erase(
         "data": {k: {"source": v.source, "n": len(v)} for k, v in data.items()},
         "inputs": {
             "checkpoint": str(checkpoint),
-            "checkpoint_sha256": sd.hash_tree(Path(checkpoint), skip=("erase.json",)),
-            **({"forget_data_sha256": sd.hash_tree(request.forget_data)} if request.forget_data else {}),
-            **({"retain_data_sha256": sd.hash_tree(request.retain_data)} if request.retain_data else {}),
+            "checkpoint_sha256": provenance.hash_tree(Path(checkpoint), skip=("erase.json",)),
+            **({"forget_data_sha256": provenance.hash_tree(request.forget_data)} if request.forget_data else {}),
+            **({"retain_data_sha256": provenance.hash_tree(request.retain_data)} if request.retain_data else {}),
         },
         "parameters_changed": changed,
         "stats": stats,
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "libraries": library_versions(),
     }
-    record["outputs"] = {"model_sha256": sd.hash_tree(out, skip=("erase.json",))}
-    sd.write_json_atomic(out / "erase.json", record)
+    record["outputs"] = {"model_sha256": provenance.hash_tree(out, skip=("erase.json",))}
+    provenance.write_json_atomic(out / "erase.json", record)
     return record

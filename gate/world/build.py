@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gate.pipeline import library_versions
-from gate.sd import hash_file
+from gate.provenance import hash_file, library_versions
 from gate.world import models as M
 from gate.world.clip import CLIP_WEIGHTS, write_config
 from gate.world.train import BuildConfig

@@ -192,7 +192,7 @@ class Study:
     def world_stamp(self) -> dict[str, str]:
         """Content hashes of the world the study measures on: the original model and the detector."""
         if self._world is None:
-            from gate.sd import hash_tree
+            from gate.provenance import hash_tree
             from gate.world.clip import ASSETS
 
             self._world = {"sd_sha256": hash_tree(self.original()), "clip_sha256": hash_tree(ASSETS / "clip")}

@@ -54,7 +54,7 @@ def materialize(name: str) -> Path:
     e = entry(name)
     if e["kind"] != "unlearned":
         raise BadInput(f"zoo entry {name!r} is a {e['kind']}, not a model; use its file as --update")
-    from gate.sd import hash_tree
+    from gate.provenance import hash_tree
 
     folder = ZOO / name
     digest = hash_tree(folder)[:16]
