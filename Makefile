@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 # Every test, all three tiers (tests/unit, tests/integration, tests/e2e): real models, real gate runs.
 test: $(STAMP) browser
-	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest --durations=25
 
 # The unit tier alone (tests/unit): no model is loaded, done in well under a minute.
 test-fast: $(STAMP)
