@@ -181,14 +181,6 @@ def test_a_resurgent_lora_fails_although_the_pr_weakens_the_gate_and_its_policy(
     assert "::error title=resurgence gate%3A skull FAIL::" in run.log
 
 
-def test_a_benign_lora_passes(scenario, cache_dir):
-    scenario.add_lora("loras/skull/selfattn.safetensors", "benign")
-    run = scenario.run(cache_dir)
-    assert run.code == 0, run.log[-4000:]
-    assert [r["verdict"] for r in run.merged().values()] == ["pass"]
-    assert "## Resurgence gate: **PASS**" in run.log
-
-
 def test_two_candidates_in_two_model_lines_get_a_verdict_each(scenario, cache_dir):
     scenario.add_lora("loras/skull/attn.safetensors", "resurgent")
     scenario.add_lora("loras/styles/selfattn.safetensors", "benign")
@@ -236,9 +228,10 @@ def test_weights_outside_every_model_line_fail_as_not_gated_even_if_the_pr_exemp
     assert "loras/unknown/sneaky.safetensors: not gated" in run.log
 
 
-def test_code_in_the_pull_request_never_runs(scenario, cache_dir):
-    """conftest.py, sitecustomize.py and a build hook in a changed pyproject/setup.py, each of which
-    would create a marker file if anything from the head were imported, tested or installed."""
+def test_a_benign_lora_passes_and_code_in_the_pull_request_never_runs(scenario, cache_dir):
+    """The zoo's passing benign LoRA, with conftest.py, sitecustomize.py and a build hook in a
+    changed pyproject/setup.py, each of which would create a marker file if anything from the head
+    were imported, tested or installed: PASS, and no marker."""
     scenario.add_lora("loras/skull/selfattn.safetensors", "benign")
     for name in ("conftest.py", "sitecustomize.py", "gate/__init__.py", "loras/skull/conftest.py"):
         scenario.write(name, scenario.marker_code(name.replace("/", "_")))
@@ -247,6 +240,8 @@ def test_code_in_the_pull_request_never_runs(scenario, cache_dir):
     scenario.write("pyproject.toml", pyproject)
     run = scenario.run(cache_dir)
     assert run.code == 0, run.log[-4000:]
+    assert [r["verdict"] for r in run.merged().values()] == ["pass"]
+    assert "## Resurgence gate: **PASS**" in run.log
     assert sorted(p.name for p in scenario.markers.iterdir()) == []
 
 
