@@ -68,8 +68,11 @@ def test_second_candidate_only_generates_its_own_images(zoo, tmp_path, cache_dir
 
 
 def test_two_runs_give_identical_figures(zoo, tmp_path):
-    _, a, _ = run_check(zoo, "relearn", tmp_path / "a", str(tmp_path / "c1"), "--no-cache")
-    _, b, _ = run_check(zoo, "relearn", tmp_path / "b", str(tmp_path / "c2"), "--no-cache")
+    # the small test policy (one prompt per group): reproducibility does not need the full image count
+    tiny = ("--no-cache", "--policy", str(REPO / "tests" / "policies" / "tiny.yaml"))
+    _, a, _ = run_check(zoo, "relearn", tmp_path / "a", str(tmp_path / "c1"), *tiny)
+    _, b, _ = run_check(zoo, "relearn", tmp_path / "b", str(tmp_path / "c2"), *tiny)
+    assert a["inputs"]["policy"]["name"] == "small-world-tiny"
     keys = ("observed", "low", "high", "verdict", "baseline", "worst")
     assert {k: {f: v[f] for f in keys} for k, v in rules(a).items()} == {
         k: {f: v[f] for f in keys} for k, v in rules(b).items()
