@@ -8,20 +8,7 @@ import csv
 import json
 
 from gate.cli import main
-
-TINY = """\
-version: 1
-out: {out}
-work: {work}
-concepts: [skull]
-methods: [uce]
-finetune: {{mode: lora, steps: 4, batch_size: 4, lr: 0.002, save_steps: [2]}}
-data: {{n: 16, seed: 77}}
-eval: {{n: 4, n_retained: 1, retained: [circle, zorb]}}
-factors:
-  base: {{method: uce, concept: skull}}
-  similarity: [lumo]
-"""
+from tests.unit.test_study import TINY  # one tiny study config for both tiers
 
 
 def test_study_runs_resumes_and_reports(tmp_path, capsys):

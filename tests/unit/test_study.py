@@ -1,5 +1,5 @@
 """``gate study`` config errors: caught when the config is read, before any model is loaded (the
-study itself runs in tests/e2e/test_study.py, whose TINY config this copies)."""
+study itself runs in tests/e2e/test_study.py, with the TINY config defined here)."""
 
 from __future__ import annotations
 
