@@ -77,15 +77,21 @@ def finetune(
     *,
     progress: Callable[[str, int], Callable[[int, dict[str, float]], None]] | None = None,
     base_pipe=None,
+    compute=None,
 ) -> dict[str, Any]:
+    """Fine-tunes ``checkpoint`` on ``data_dir`` and saves the update in ``out`` (with
+    ``finetune.json``). ``compute`` (``gate.devices.Compute``): device; precision (fp32 master
+    weights, CUDA autocast in bf16 or fp16 with a gradient scaler); gradient checkpointing."""
     from peft import LoraConfig
 
+    from gate.devices import Compute
     from gate.pipeline import load_pipeline
     from gate.provenance import library_versions
     from gate.unlearn.base import load_image_folder
 
+    compute = compute or Compute()
     t0 = time.perf_counter()
-    pipe = base_pipe if base_pipe is not None else load_pipeline(checkpoint)
+    pipe = base_pipe if base_pipe is not None else load_pipeline(checkpoint, device=compute.device)
     data = load_image_folder(pipe, data_dir)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -113,6 +119,8 @@ def finetune(
         params = list(unet.parameters()) + (list(te.parameters()) if cfg.train_text_encoder else [])
     for p in params:
         p.requires_grad_(True)
+    compute.prepare(unet, *([te] if cfg.train_text_encoder else []))
+    scaler = compute.scaler()
     unet.train()
     if cfg.train_text_encoder:
         te.train()
@@ -124,12 +132,15 @@ def finetune(
     for step in range(1, cfg.steps + 1):
         idx = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=gen)
         x0, prompts = data.batch(idx)
-        cond = te(sd.prompt_ids(pipe, prompts))[0]  # with gradient when the text encoder trains
-        loss = sd.ddpm_loss(pipe, unet, x0, cond, gen)
+        with compute.autocast():
+            cond = te(sd.prompt_ids(pipe, prompts))[0]  # with gradient when the text encoder trains
+            loss = sd.ddpm_loss(pipe, unet, x0, cond, gen)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         losses.append(loss.item())
         tick(step - 1, {"loss": losses[-1]})
         if step in cfg.save_steps and step != cfg.steps:
@@ -137,6 +148,8 @@ def finetune(
             saved.append(f"checkpoint-{step}")
     unet.eval()
     te.eval()
+    if compute.gradient_checkpointing and hasattr(unet, "disable_gradient_checkpointing"):
+        unet.disable_gradient_checkpointing()
     for p in params:
         if not torch.isfinite(p).all():
             raise BadInput("fine-tuning diverged (non-finite weights); lower --lr")
@@ -145,6 +158,7 @@ def finetune(
         "kind": "candidate-update",
         "mode": cfg.mode,
         "config": dataclasses.asdict(cfg),
+        "compute": compute.as_record(),
         "inputs": {
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": provenance.hash_tree(Path(checkpoint), skip=("erase.json", "finetune.json")),

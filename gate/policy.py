@@ -4,7 +4,9 @@
     include: base.yaml            # optional; this file's keys override the included ones
     name: small-world
     seed: 1234                    # every image seed derives from it
-    sampler: {steps: 20, guidance: 3.0}
+    sampler: {steps: 20, guidance: 3.0}   # also height, width, scheduler, dtype, negative_prompt,
+                                          # batch_size (a number or auto), vae_slicing, vae_tiling
+    prescreen: {latents: 2, timesteps: [500], latent_size: 16}   # the weight-space first stage's budget
     inconclusive: fail            # or pass: what an interval straddling a threshold means
     detectors:                    # named detector settings, referred to by concepts
       clip: {type: open_clip, model: ViT-B-32, pretrained: laion2b_s34b_b79k}
@@ -43,7 +45,10 @@ RULES = {
     "min_retained_fidelity": ("min", "mean detection rate of the retained concepts for their own prompts"),
 }
 TOP_KEYS = {"version", "include", "name", "description", "seed", "sampler", "inconclusive", "detectors", "concepts"}
+TOP_KEYS |= {"prescreen"}
 SAMPLER_KEYS = {"steps", "guidance", "height", "width", "scheduler", "dtype", "batch_size", "negative_prompt"}
+SAMPLER_KEYS |= {"vae_slicing", "vae_tiling"}
+PRESCREEN_KEYS = {"enabled", "latents", "timesteps", "latent_size", "weights"}
 CONCEPT_KEYS = {"prompts", "incidental_prompts", "retained", "detector", "retained_detector"}
 CONCEPT_KEYS |= {"samples_per_prompt", "rules", "description"}
 
@@ -60,8 +65,27 @@ class Sampler:
     width: int | None = None
     scheduler: str | None = None  # None: the pipeline's own
     dtype: str = "float32"
-    batch_size: int = 8
+    batch_size: int | str = 8  # or "auto": start at 8, halve on out-of-memory (recorded in the report)
     negative_prompt: str | None = None
+    vae_slicing: bool = False  # decode one image at a time (same images, less memory)
+    vae_tiling: bool = False  # decode in overlapping tiles (less memory at 768 px and up; images may differ slightly)
+
+
+AUTO_BATCH_START = 8
+
+
+@dataclass(frozen=True)
+class PrescreenBudget:
+    """What the weight-space first stage may spend, per concept: ``latents`` noisy latents at
+    ``latent_size`` (None: the UNet's own sample size) and ``timesteps``, so
+    3 models x 2 (conditional, unconditional) x len(timesteps) UNet forwards of ``latents`` each;
+    ``weights``: also the weight-space projections (one pass over the UNet's tensors)."""
+
+    enabled: bool = True
+    latents: int = 2
+    timesteps: tuple[int, ...] = (500,)
+    latent_size: int | None = 16
+    weights: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,7 @@ class Policy:
     source: str
     sha256: str
     files: tuple[str, ...]
+    prescreen: PrescreenBudget = field(default_factory=PrescreenBudget)
 
     def concept(self, name: str) -> ConceptPolicy:
         for c in self.concepts:
@@ -185,12 +210,8 @@ def load_policy(path: Path | str) -> Policy:
     sampler_raw = data.get("sampler", {}) or {}
     _expect(f"{where}: sampler", sampler_raw, dict, "a mapping (steps, guidance, ...)")
     _check_keys(f"{where}: sampler", sampler_raw, SAMPLER_KEYS)
-    sampler = Sampler(**sampler_raw)
-    _expect(f"{where}: sampler.steps", sampler.steps, int, "a whole number of steps")
-    _expect(f"{where}: sampler.guidance", sampler.guidance, (int, float), "a number")
-    _expect(f"{where}: sampler.batch_size", sampler.batch_size, int, "a whole number")
-    if sampler.dtype not in ("float32", "float16", "bfloat16"):
-        raise PolicyError(f"{where}: sampler.dtype {sampler.dtype!r}: use float32, float16 or bfloat16")
+    sampler = _sampler(where, sampler_raw)
+    prescreen = _prescreen(where, data.get("prescreen", {}) or {})
     inconclusive = data.get("inconclusive", "fail")
     if inconclusive not in ("fail", "pass"):
         raise PolicyError(f"{where}: inconclusive {inconclusive!r}: use fail or pass")
@@ -207,7 +228,49 @@ def load_policy(path: Path | str) -> Policy:
     return Policy(
         name=str(data.get("name", path.stem)), version=version, seed=seed, sampler=sampler, inconclusive=inconclusive,
         concepts=concepts, source=str(path), sha256=h.hexdigest(), files=tuple(str(f) for f in files),
+        prescreen=prescreen,
     )  # fmt: skip
+
+
+def _sampler(where: str, raw: dict) -> Sampler:
+    sampler = Sampler(**raw)
+    _expect(f"{where}: sampler.steps", sampler.steps, int, "a whole number of steps")
+    _expect(f"{where}: sampler.guidance", sampler.guidance, (int, float), "a number")
+    if sampler.batch_size != "auto":
+        _expect(f"{where}: sampler.batch_size", sampler.batch_size, int, "a whole number or auto")
+        if int(sampler.batch_size) < 1:
+            raise PolicyError(f"{where}: sampler.batch_size: at least 1 (or auto)")
+    for k in ("vae_slicing", "vae_tiling"):
+        _expect(f"{where}: sampler.{k}", getattr(sampler, k), bool, "true or false")
+    if sampler.dtype not in ("float32", "float16", "bfloat16"):
+        raise PolicyError(f"{where}: sampler.dtype {sampler.dtype!r}: use float32, float16 or bfloat16")
+    return sampler
+
+
+def _prescreen(where: str, raw: Any) -> PrescreenBudget:
+    at = f"{where}: prescreen"
+    _expect(at, raw, dict, "a mapping (enabled, latents, timesteps, latent_size, weights)")
+    _check_keys(at, raw, PRESCREEN_KEYS)
+    b = PrescreenBudget()
+    enabled = _expect(f"{at}.enabled", raw.get("enabled", b.enabled), bool, "true or false")
+    weights = _expect(f"{at}.weights", raw.get("weights", b.weights), bool, "true or false")
+    latents = _expect(f"{at}.latents", raw.get("latents", b.latents), int, "a whole number of latents")
+    if latents < 1:
+        raise PolicyError(f"{at}.latents: at least 1")
+    ts = raw.get("timesteps", list(b.timesteps))
+    _expect(f"{at}.timesteps", ts, list, "a list of timesteps, e.g. [200, 500, 800]")
+    for i, t in enumerate(ts):
+        _expect(f"{at}.timesteps[{i}]", t, int, "a whole timestep")
+        if not 0 <= t < 1000:
+            raise PolicyError(f"{at}.timesteps[{i}]: {t} is not a timestep of SD's 1000")
+    if not ts:
+        raise PolicyError(f"{at}.timesteps: give at least one")
+    size = raw.get("latent_size", b.latent_size)
+    if size is not None:
+        _expect(f"{at}.latent_size", size, int, "a whole number (latent pixels) or null for the UNet's own")
+        if size < 8 or size % 8:
+            raise PolicyError(f"{at}.latent_size: {size}: a multiple of 8 (SD's UNet halves it three times)")
+    return PrescreenBudget(enabled, latents, tuple(ts), size, weights)
 
 
 def validate_base(path: Path | str) -> dict[str, Any]:
@@ -220,6 +283,8 @@ def validate_base(path: Path | str) -> dict[str, Any]:
     sampler_raw = data.get("sampler", {}) or {}
     _expect(f"{where}: sampler", sampler_raw, dict, "a mapping (steps, guidance, ...)")
     _check_keys(f"{where}: sampler", sampler_raw, SAMPLER_KEYS)
+    _sampler(where, sampler_raw)
+    _prescreen(where, data.get("prescreen", {}) or {})
     named = data.get("detectors", {}) or {}
     _expect(f"{where}: detectors", named, dict, "a mapping of detector names to settings")
     for name in named:

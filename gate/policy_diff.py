@@ -161,7 +161,9 @@ def diff_policies(old: Policy, new: Policy) -> list[Change]:
     for f in fields(Sampler):
         a, b = getattr(old.sampler, f.name), getattr(new.sampler, f.name)
         if a != b:
-            c.add(NEUTRAL if f.name == "batch_size" else LOOSENS, None, f"sampler.{f.name}", a, b)
+            c.add(NEUTRAL if f.name in ("batch_size", "vae_slicing") else LOOSENS, None, f"sampler.{f.name}", a, b)
+    if old.prescreen != new.prescreen:  # report-only: it never decides a verdict
+        c.add(NEUTRAL, None, "prescreen", vars(old.prescreen), vars(new.prescreen), "pre-screen budget (report only)")
     if old.inconclusive != new.inconclusive:
         kind = LOOSENS if new.inconclusive == "pass" else TIGHTENS
         c.add(kind, None, "inconclusive", old.inconclusive, new.inconclusive)

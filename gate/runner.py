@@ -9,9 +9,16 @@
          libraries were seen before; scores when the same detector, by content, scored them)
       -> detector outcomes -> rule results (judge.py) -> verdict -> reports -> MLflow
 
-The pipeline is loaded once: baseline images are made first, then the update is applied in
-place and the candidate's images are made. The original model, when given, is loaded after
-the candidate is freed.
+One pipeline is held at a time: it is loaded once, as the unlearned model; the pre-screen
+works on it and gives it back unchanged; baseline images are made, then the update is applied
+in place and the candidate's images are made; then the original model's UNet, text encoder and
+VAE are read into the same modules (``gate.inplace``) for its images. Only an original that is
+not a diffusers folder (a single file, a hub id) is loaded as a pipeline of its own, after the
+candidate's is freed.
+
+``sampler.batch_size: auto`` starts at 8 images a batch and halves the batch when the device runs
+out of memory, retrying the same images (each image has its own seed, so the images are the
+same ones); the halvings are recorded in the report's ``sampler``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 from gate import judge
 from gate.cache import ImageCache, make_key
 from gate.errors import BadInput, OutOfMemory, is_out_of_memory
-from gate.policy import ConceptPolicy, DetectorSpec, Policy, load_policy
+from gate.policy import AUTO_BATCH_START, ConceptPolicy, DetectorSpec, Policy, load_policy
 from gate.probes import Job, jobs_for
 
 Tick = Callable[[int], None]
@@ -145,6 +152,11 @@ class Check:
         self._content: dict[str, Any] = {}  # identities by content only (cache keys)
         self.timings: dict[str, float] = defaultdict(float)
         self.pipe = None
+        bs = self.policy.sampler.batch_size
+        self.batch_size = AUTO_BATCH_START if bs == "auto" else int(bs)
+        self.batch_halvings: list[dict[str, Any]] = []
+        self.attention: str | None = None
+        self.in_place_original = False
 
     # -- models ------------------------------------------------------------------------
     def _dtype(self):
@@ -163,6 +175,11 @@ class Check:
                 raise BadInput(f"sampler.scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
             pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
+        s = self.policy.sampler
+        if s.vae_slicing:
+            pipe.vae.enable_slicing()
+        if s.vae_tiling:
+            pipe.vae.enable_tiling()
 
     def _load_model(self, spec: str, flag: str):
         from gate.model import load_checkpoint
@@ -182,6 +199,7 @@ class Check:
         self.pipe, ident = self._load_model(self.opts.checkpoint, "--checkpoint")
         self.identities["checkpoint"] = ident.as_dict()
         self._content["checkpoint"] = ident.content_key()
+        self.attention = attention_processor(self.pipe)
         preflight_update(self.pipe, self.opts.update, allow_pickle=self.opts.allow_pickle)
         if self.opts.original:
             resolve_checkpoint(
@@ -237,11 +255,10 @@ class Check:
                 found[i] = got
         todo = [i for i in range(len(jobs)) if i not in found]
         tick = self.progress(f"{c.name}: {side} images ({len(found)} cached)", len(todo))
-        s = self.policy.sampler
         done = 0
-        for start in range(0, len(todo), s.batch_size):
-            idx = todo[start : start + s.batch_size]
-            images = self._generate(pipe, [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx])
+        while done < len(todo):
+            idx = todo[done : done + self.batch_size]
+            images = self._generate_batch(pipe, [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx], side)
             for i, im in zip(idx, images, strict=True):
                 found[i] = (im, {"scores": {}})
             done += len(idx)
@@ -268,6 +285,24 @@ class Check:
         for i, j in enumerate(jobs):
             sc, pr = found[i][1]["scores"][score_key(j)]
             out.append(Outcome(j, sc, pr, found[i][0]))
+        return out
+
+    def _generate_batch(self, pipe, prompts: list[str], seeds: list[int], side: str):
+        """One batch; with ``batch_size: auto`` an out-of-memory error halves the batch and the
+        same images are made again in smaller batches (the halving is kept for the rest)."""
+        try:
+            return self._generate(pipe, prompts, seeds)
+        except OutOfMemory:
+            auto = self.policy.sampler.batch_size == "auto"
+            if not auto or len(prompts) == 1:
+                raise
+        free_device_cache(self.opts.device)
+        half = max(1, len(prompts) // 2)
+        self.batch_halvings.append({"side": side, "from": len(prompts), "to": half})
+        self.batch_size = half
+        out = []
+        for i in range(0, len(prompts), half):
+            out += self._generate_batch(pipe, prompts[i : i + half], seeds[i : i + half], side)
         return out
 
     def _generate(self, pipe, prompts: list[str], seeds: list[int]):
@@ -311,8 +346,9 @@ class Check:
         cand = {c.name: self.outcomes("candidate", cand_content, self.pipe, c, all_jobs[c.name]) for c in self.concepts}
         orig: dict[str, list[Outcome]] = {}
         if self.opts.original:
-            self.pipe = None  # free the candidate before loading the original
-            opipe, oid = self._load_model(self.opts.original, "--original")
+            t0 = time.perf_counter()
+            opipe, oid = self._original_pipe()
+            self.timings["load"] += time.perf_counter() - t0
             self.identities["original"] = oid.as_dict()
             for c in self.concepts:
                 jobs = [j for j in all_jobs[c.name] if j.group == "concept"]
@@ -324,6 +360,32 @@ class Check:
             sides = {"baseline": base[c.name], "candidate": cand[c.name], **({"original": o} if o else {})}
             results.append(ConceptResult(c.name, rules, sides))
         return results
+
+    def _original_pipe(self):
+        """The original model for its images: read into the loaded pipeline when it is a diffusers
+        folder with the same tokenizer and scheduler (one pipeline in memory); else loaded on its
+        own after the candidate's pipeline is freed."""
+        from gate.inplace import swap_components
+        from gate.model import resolve_checkpoint
+        from gate.weights import Identity, content_hash
+
+        o = self.opts
+        kind, path = resolve_checkpoint(o.original, config=o.config, allow_pickle=o.allow_pickle, flag="--original")
+        ck_kind, ck_path = resolve_checkpoint(o.checkpoint, config=o.config, allow_pickle=o.allow_pickle)
+        same_text = (
+            kind == "folder" and ck_kind == "folder" and path is not None and ck_path is not None
+            and all(content_hash(path / d) == content_hash(ck_path / d) for d in ("tokenizer", "scheduler"))
+        )  # fmt: skip
+        if same_text and self.pipe is not None:
+            pipe = self.pipe
+            if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
+                pipe.unload_lora_weights()
+            swap_components(pipe, path, ("unet", "text_encoder", "vae"), f"--original {o.original}")
+            self.in_place_original = True
+            return pipe, Identity("diffusers-folder", str(path), content_hash(path))
+        self.pipe = None  # free the candidate before loading the original
+        self.in_place_original = False
+        return self._load_model(o.original, "--original")
 
     def report(self, results: list[ConceptResult], wall_s: float, prescreen: dict | None = None):
         from gate import report as R
@@ -341,7 +403,12 @@ class Check:
             },
             reproduce=R.reproduce_line(self.opts),
             seed=pol.seed,
-            sampler=vars(pol.sampler),
+            sampler={
+                **vars(pol.sampler),
+                "batch_size_used": self.batch_size,
+                **({"batch_halvings": self.batch_halvings} if self.batch_halvings else {}),
+                "attention": self.attention,
+            },
             device=self.opts.device,
             concepts=concepts,
             shard=list(self.opts.shard) if self.opts.shard else None,
@@ -355,6 +422,22 @@ class Check:
             prescreen=prescreen or None,
             pull_request=dict(self.opts.pull_request) if self.opts.pull_request else None,
         )
+
+
+def free_device_cache(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def attention_processor(pipe) -> str | None:
+    """The UNet's attention implementation (diffusers uses PyTorch SDPA, ``AttnProcessor2_0``,
+    on torch 2); recorded with the sampler settings."""
+    if pipe is None:
+        return None
+    names = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+    return ",".join(sorted(names))
 
 
 def run_check(

@@ -140,17 +140,35 @@ def predict_cfg(unet, x: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tens
 
 
 def ddpm_loss(pipe, unet, latents: torch.Tensor, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The standard denoising loss on clean latents (fine-tuning, retain terms)."""
+    """The standard denoising loss on clean latents (fine-tuning, retain terms), against the
+    target the model predicts: the noise (SD v1.x), or the velocity for a v-prediction model
+    (SD 2.x 768-v)."""
     n = latents.shape[0]
     T = pipe.scheduler.config.num_train_timesteps
     t = torch.randint(0, T, (n,), generator=generator).to(latents.device)
     noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
     noisy = add_noise(pipe, latents, noise, t)
-    return torch.nn.functional.mse_loss(unet(noisy, t, cond).sample, noise)
+    pred = unet(noisy, t, cond).sample
+    return torch.nn.functional.mse_loss(pred.float(), training_target(pipe, latents, noise, t).float())
+
+
+def training_target(pipe, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet is trained to predict at (x0, noise, t): per the scheduler's prediction_type."""
+    kind = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        from diffusers import DDPMScheduler
+
+        sched = DDPMScheduler.from_config(pipe.scheduler.config)
+        return sched.get_velocity(x0, noise, t.cpu()).to(x0.dtype)
+    raise BadInput(f"the scheduler's prediction_type {kind!r} is not supported (epsilon or v_prediction)")
 
 
 def add_noise(pipe, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t for clean latents ``x0`` (noise and timesteps are moved to x0's device)."""
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    return sched.add_noise(x0, noise, t.cpu()).to(x0.dtype)
+    noise = noise.to(x0.device, x0.dtype)
+    return sched.add_noise(x0, noise, t.to(x0.device)).to(x0.dtype)

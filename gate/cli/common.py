@@ -82,6 +82,33 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (explicit; nothing moves silently)")
+
+
+def _compute_args(p: argparse.ArgumentParser) -> None:
+    """--device, --precision, --gradient-checkpointing: the flags of every command that trains."""
+    _device_arg(p)
+    p.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+        help="training precision: fp32 master weights with bf16/fp16 CUDA autocast (auto: bf16 on CUDA when "
+        "supported, else fp16; fp32 on a CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute activations in backward (SD-size UNets)"
+    )
+
+
+def _compute(args: argparse.Namespace, console=None):
+    """The resolved ``gate.devices.Compute`` of a training command, printed."""
+    from gate.devices import Compute
+
+    c = Compute.resolve(args.device, args.precision, args.gradient_checkpointing)
+    if console is not None:
+        console.print(f"compute: {c.describe()}", highlight=False)
+    return c
+
+
 def _tracking_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tracking-uri",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gate.cli.common import _parse_sets, _progress_factory
+from gate.cli.common import _compute, _compute_args, _parse_sets, _progress_factory
 from gate.errors import BadInput
 
 
@@ -30,6 +30,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from gate.unlearn.base import EraseRequest, erase
 
     console = Console(stderr=True)
+    compute = _compute(args, console)
     request = EraseRequest(
         concepts=args.concept,
         preserve=args.preserve,
@@ -41,7 +42,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     with progress:
         record = erase(
             Path(args.checkpoint), Path(args.out), args.method, request,
-            preset=args.preset, overrides=_parse_sets(args.set), progress=factory,
+            preset=args.preset, overrides=_parse_sets(args.set), progress=factory, compute=compute,
+            image_steps=args.image_steps,
         )  # fmt: skip
     console.print(
         f"{record['method']} ({record['preset']} preset) erased {args.concept[0]!r} in {record['wall_time_s']} s; "
@@ -63,9 +65,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         train_text_encoder=args.text_encoder, save_steps=parse_steps(args.save_steps), seed=args.seed,
     )  # fmt: skip
     console = Console(stderr=True)
+    compute = _compute(args, console)
     progress, factory = _progress_factory(console)
     with progress:
-        record = finetune(Path(args.checkpoint), Path(args.data), Path(args.out), cfg, progress=factory)
+        record = finetune(
+            Path(args.checkpoint), Path(args.data), Path(args.out), cfg, progress=factory, compute=compute
+        )
     print(f"wrote {args.out} ({cfg.mode}, {cfg.steps} steps, final loss {record['final_loss']:.4f})")
     return 0
 
@@ -85,6 +90,8 @@ def register(sub) -> None:
     er.add_argument("--forget-data", help="folder of forget images (metadata.jsonl); default: generated")
     er.add_argument("--retain-data", help="folder of retain images (metadata.jsonl); default: generated")
     er.add_argument("--seed", type=int, default=0)
+    er.add_argument("--image-steps", type=int, help="sampler steps of generated forget/retain images (SD 50, world 20)")
+    _compute_args(er)
     er.set_defaults(func=cmd_erase)
 
     ft = sub.add_parser("finetune", help="fine-tune a pipeline (full or LoRA) on captioned images")
@@ -101,4 +108,5 @@ def register(sub) -> None:
     ft.add_argument("--text-encoder", action="store_true", help="also train the text encoder")
     ft.add_argument("--save-steps", help="intermediate checkpoints, e.g. 100,200")
     ft.add_argument("--seed", type=int, default=0)
+    _compute_args(ft)
     ft.set_defaults(func=cmd_finetune)

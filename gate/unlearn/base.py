@@ -174,6 +174,7 @@ def is_small_world(pipe) -> bool:
 def count_changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, int]:
     changed_tensors, changed_values = 0, 0
     for name, p in module.state_dict().items():
+        p = p.detach().cpu()
         if name in before and not torch.equal(before[name], p):
             changed_tensors += 1
             changed_values += int((before[name] != p).sum())
@@ -191,7 +192,15 @@ def erase(
     progress: ProgressFactory = no_progress,
     n_forget: int | None = None,
     n_retain: int | None = None,
+    compute=None,
+    image_steps: int | None = None,
 ) -> dict[str, Any]:
+    """Erases ``request``'s concept from ``checkpoint`` with ``method_name`` and saves the result
+    in ``out`` with ``erase.json``. ``compute`` (``gate.devices.Compute``): device, precision
+    (autocast around the method's forward passes, fp32 master weights) and gradient checkpointing;
+    ``image_steps``: sampler steps of the generated forget/retain images (default: SD's 50, the
+    small world's 20)."""
+    from gate.devices import Compute
     from gate.pipeline import load_pipeline
     from gate.provenance import library_versions
     from gate.unlearn import get_method
@@ -199,8 +208,14 @@ def erase(
     method = get_method(method_name)
     if not request.concepts or not all(c.strip() for c in request.concepts):
         raise BadInput("--concept: give the concept to erase (a non-empty text)")
+    compute = compute or Compute()
+    if compute.precision == "fp16":
+        raise BadInput(
+            "--precision fp16: the unlearning methods' loops run no gradient scaler; use bf16 (or fp32) for gate erase"
+        )
     t0 = time.perf_counter()
-    pipe = load_pipeline(checkpoint)
+    pipe = load_pipeline(checkpoint, device=compute.device)
+    compute.prepare(pipe.unet)
     if preset == "auto":
         preset = "small-world" if is_small_world(pipe) else "original"
     cfg = method.config(preset, overrides)
@@ -208,6 +223,7 @@ def erase(
     data: dict[str, ImageSet] = {}
     if method.needs_images:
         steps, guidance = default_sampler(pipe)
+        steps = image_steps or steps
         nf: int = n_forget if n_forget is not None else getattr(cfg, "n_forget", 32)
         nr: int = n_retain if n_retain is not None else getattr(cfg, "n_retain", 64)
         if request.forget_data:
@@ -223,8 +239,11 @@ def erase(
             data["retain"] = generate_image_set(
                 pipe, retain_prompts, nr, seed=request.seed + 1, steps=steps, guidance=guidance
             )
-    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    stats = method.run(pipe, request, cfg, data, progress)
+    before = {k: v.detach().to("cpu", copy=True) for k, v in pipe.unet.state_dict().items()}  # off the GPU
+    with compute.autocast():
+        stats = method.run(pipe, request, cfg, data, progress)
+    if compute.gradient_checkpointing and hasattr(pipe.unet, "disable_gradient_checkpointing"):
+        pipe.unet.disable_gradient_checkpointing()  # saved configs stay as they were
     changed = count_changed(before, pipe.unet)
     for name, p in pipe.unet.named_parameters():
         if not torch.isfinite(p).all():
@@ -240,7 +259,9 @@ def erase(
         "concepts": request.concepts,
         "preserve": request.preserve,
         "seed": request.seed,
+        "compute": compute.as_record(),
         "data": {k: {"source": v.source, "n": len(v)} for k, v in data.items()},
+        **({"image_steps": steps} if method.needs_images else {}),
         "inputs": {
             "checkpoint": str(checkpoint),
             "checkpoint_sha256": provenance.hash_tree(Path(checkpoint), skip=("erase.json",)),

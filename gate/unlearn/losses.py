@@ -21,7 +21,7 @@ def forget_to_target(
     that of another prompt (SalUn's pseudo label, SHS's surrogate, EraseDiff's c_n)."""
     x0, prompts = forget.batch(idx)
     n = x0.shape[0]
-    t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (n,), generator=gen)
+    t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (n,), generator=gen).to(x0.device)
     noise = torch.randn(x0.shape, generator=gen)
     x_t = sd.add_noise(pipe, x0, noise, t)
     c_f = sd.encode_prompts(pipe, prompts)

@@ -158,17 +158,19 @@ class MACE(Method):
                 x0, prompts = forget.batch(idx)
                 prompts = [pr if concept in pr else concept for pr in prompts]
                 t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
+                t = t.to(x0.device)
                 x_t = sd.add_noise(pipe, x0, torch.randn(x0.shape, generator=gen), t)
                 store.clear()
                 work(x_t, t, sd.encode_prompts(pipe, prompts))
-                loss = torch.zeros(())
+                loss = torch.zeros((), device=x0.device)
                 for maps in store:  # (b, heads, hw, tokens)
                     side = int(maps.shape[2] ** 0.5)
                     if forget.masks is not None:
-                        m = torch.nn.functional.interpolate(forget.masks[idx][:, None], size=(side, side), mode="area")
+                        m = forget.masks[idx][:, None].to(maps.device, maps.dtype)
+                        m = torch.nn.functional.interpolate(m, size=(side, side), mode="area")
                         region = m.flatten(1)[:, None, :, None]
                     else:
-                        region = torch.ones(len(idx), 1, maps.shape[2], 1)
+                        region = torch.ones(len(idx), 1, maps.shape[2], 1, device=maps.device, dtype=maps.dtype)
                     for b, pr in enumerate(prompts):
                         pos = _concept_positions(pipe, pr, concept)
                         loss = loss + (maps[b, :, :, pos] * region[b]).pow(2).sum() / maps.shape[1]
