@@ -93,22 +93,16 @@ def load_checkpoint(
         pipe.set_progress_bar_config(disable=True)
         ident = Identity("single-file", str(path), content_hash(path), {"config": config})
         ident.extra["config_sha256"] = content_hash(config)
-    else:
+    else:  # a hub id, ORG/NAME[@REVISION], read from the local hub cache only (gate models fetch fills it)
         import os
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        pipe = guard(
-            lambda: StableDiffusionPipeline.from_pretrained(
-                spec, local_files_only=True, safety_checker=None, dtype=dtype
-            ).to(device),
-            f"{what} (hub id, local cache only)",
-            device,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        from huggingface_hub import snapshot_download
+        from gate.hub import cached_snapshot
 
-        snap = Path(snapshot_download(spec, local_files_only=True))
-        ident = Identity("hub-cache", spec, content_hash(snap), {"snapshot": snap.name})
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        _, _, snap = cached_snapshot(spec, flag)
+        pipe = guard(lambda: load_pipeline(snap, device=device, dtype=dtype), f"{what} (hub id, local cache)", device)
+        # the snapshot folder's name is the commit the cache holds for the revision asked for (@REV, or main)
+        ident = Identity("hub-cache", spec, content_hash(snap), {"snapshot": snap.name, "revision": snap.name})
     check_finite(pipe.unet, f"{what} (unet)")
     check_finite(pipe.text_encoder, f"{what} (text encoder)")
     return pipe, ident

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from gate import __version__
-from gate.cli import check, history, prescreen, study, theory, train, world
+from gate.cli import check, history, models, prescreen, study, theory, train, world
 from gate.cli import plan as plan_cmd
 from gate.cli import policy as policy_cmd
 from gate.cli.common import Handler
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.register(sub)
     theory.register(sub)
     policy_cmd.register(sub)
+    models.register(sub)
     check.register_validate(sub)
     return p
 
