@@ -139,7 +139,7 @@ class _Weights:
                 if not wc.is_floating_point():
                     continue
                 wu, wo = unlearned[k].float(), original[k].float()
-                wc = wc.detach().float().cpu()
+                wc = wc.detach().float().cpu().clone()  # the live tensor is overwritten next
                 du = wu - wo
                 dd = float((du * du).sum())
                 if k.endswith(KV):
