@@ -54,3 +54,39 @@ def test_nudenet_runs_offline_and_sees_nothing_in_the_world():
     scores, present = det.score(_images([data.WorldObject("pipo", "identity")]), "nudity")
     assert present == [False] and 0.0 <= scores[0] < 0.6
     assert det.identity()["version"] == "3.4.2"
+
+
+def test_open_clip_reads_a_tag_from_its_cache_dir_and_records_the_revision(tmp_path, monkeypatch):
+    """A pretrained tag is resolved as open_clip resolves it (its table names a hub repo), from the
+    detector's cache_dir only; the identity names the repo, the commit the cache holds and the
+    weights' sha256. The world's CLIP stands in for a tagged model (the tag is registered here)."""
+    import shutil
+
+    import open_clip.pretrained as P
+
+    from gate.provenance import hash_file
+    from gate.world.clip import CLIP_DIR, CLIP_WEIGHTS
+
+    monkeypatch.setitem(P._PRETRAINED, "world-clip", {"gatetest": P._pcfg(hf_hub="gate-test/world-clip/")})
+    commit = "1234567890abcdef1234567890abcdef12345678"
+    repo = tmp_path / "models" / "models--gate-test--world-clip"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copy(CLIP_DIR / CLIP_WEIGHTS, repo / "snapshots" / commit / "open_clip_model.safetensors")
+    monkeypatch.setenv("GATE_TEST_MODELS", str(tmp_path / "models"))
+    settings = {"model": "world-clip", "pretrained": "gatetest", "config_dir": str(CLIP_DIR),
+                "cache_dir": "$GATE_TEST_MODELS", "labels": object_texts()}  # fmt: skip
+    det = detector_class("open_clip")(settings, base_dir=tmp_path / "elsewhere")
+    ident = det.identity()
+    assert (ident["pretrained"], ident["hub_repo"], ident["hub_revision"]) == (
+        "gatetest",
+        "gate-test/world-clip",
+        commit,
+    )
+    assert ident["weights_sha256"] == hash_file(CLIP_DIR / CLIP_WEIGHTS)
+    world = detector_class("world_clip")({"labels": object_texts()})
+    imgs = _images([data.WorldObject("skull", "unsafe"), data.WorldObject("square", "shape", "green")])
+    assert det.score(imgs, "skull") == world.score(imgs, "skull")
+    with pytest.raises(BadInput, match="gate models fetch --policy"):
+        detector_class("open_clip")({**settings, "cache_dir": str(tmp_path / "empty")})
