@@ -28,28 +28,29 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gate import judge
 from gate.cache import ImageCache, make_key
-from gate.errors import BadInput, OutOfMemory, is_out_of_memory
-from gate.policy import AUTO_BATCH_START, ConceptPolicy, DetectorSpec, Policy, load_policy
+from gate.check_parts import (
+    SCHEDULERS,
+    CheckOutcome,
+    ConceptResult,
+    Outcome,
+    attention_processor,
+    free_device_cache,
+    original_pipe,
+    select_concepts,
+)
+from gate.errors import BadInput, InternalError, OutOfMemory, is_out_of_memory
+from gate.policy import AUTO_BATCH_START, ConceptPolicy, DetectorSpec, load_policy
 from gate.probes import Job, jobs_for
 
 Tick = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Tick]
 Log = Callable[[str], None]
-
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "ddpm": "DDPMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpm": "DPMSolverMultistepScheduler",
-}
 
 
 @dataclass
@@ -76,37 +77,6 @@ class CheckOptions:
     pull_request: dict[str, Any] | None = None  # CI provenance: number, base_sha, head_sha, candidate
 
 
-@dataclass
-class Outcome:
-    job: Job
-    score: float
-    present: bool
-    image: Any = None  # PIL image, kept for the report
-
-
-@dataclass
-class ConceptResult:
-    name: str
-    rules: list[judge.RuleResult]
-    outcomes: dict[str, list[Outcome]] = field(default_factory=dict)  # side -> outcomes (job order)
-
-
-@dataclass
-class CheckOutcome:
-    report: Any  # gate.report.Report
-    results: list[ConceptResult]
-    report_dir: Path
-    tracked: Any = None  # gate.tracking.Tracked, when the run was logged to MLflow
-
-    @property
-    def run_id(self) -> str | None:
-        return self.tracked.run_id if self.tracked else None
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.report.verdict == judge.PASS else 1
-
-
 def _no_progress(name: str, total: int) -> Tick:
     return lambda n: None
 
@@ -115,32 +85,23 @@ def _quiet(message: str) -> None:
     return None
 
 
-def select_concepts(policy: Policy, names: Sequence[str] | None, shard: tuple[int, int] | None) -> list[ConceptPolicy]:
-    chosen = list(policy.concepts)
-    if names:
-        known = {c.name for c in chosen}
-        bad = [n for n in names if n not in known]
-        if bad:
-            raise BadInput(
-                f"--concept {bad[0]!r}: not in policy {policy.name!r} (concepts: {', '.join(sorted(known))})"
-            )
-        chosen = [c for c in chosen if c.name in names]
-    if shard:
-        i, n = shard
-        if not (n >= 1 and 1 <= i <= n):
-            raise BadInput(f"--shard {i}/{n}: use i/n with 1 <= i <= n")
-        # deterministic: concepts sorted by name, dealt round-robin
-        ordered = sorted(chosen, key=lambda c: c.name)
-        chosen = [c for k, c in enumerate(ordered) if k % n == i - 1]
-    return chosen
-
-
 class Check:
     """The stages of one check; ``run_check`` drives them (benchmarks may drive them one by one)."""
 
     def __init__(self, opts: CheckOptions, progress: ProgressFactory = _no_progress) -> None:
         if not opts.policy:
             raise BadInput("a check needs a policy (--policy)")
+        from gate.distributed import current
+
+        self.procs = current(opts.device)
+        if self.procs.split:
+            opts.device = self.procs.device(opts.device)
+            if not opts.cache_dir:
+                raise BadInput(
+                    "a check split across processes exchanges its images through the cache: give --cache-dir"
+                )
+            if not self.procs.is_main:
+                progress = _no_progress
         self.opts = opts
         self.progress = progress
         self.policy = load_policy(opts.policy)
@@ -255,14 +216,26 @@ class Check:
                 found[i] = got
         todo = [i for i in range(len(jobs)) if i not in found]
         tick = self.progress(f"{c.name}: {side} images ({len(found)} cached)", len(todo))
+        mine = self.procs.share(todo) if self.procs.split else todo
         done = 0
-        while done < len(todo):
-            idx = todo[done : done + self.batch_size]
+        while done < len(mine):
+            idx = mine[done : done + self.batch_size]
             images = self._generate_batch(pipe, [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx], side)
             for i, im in zip(idx, images, strict=True):
                 found[i] = (im, {"scores": {}})
+                if self.procs.split:
+                    self.cache.put(keys[i], im, found[i][1])
             done += len(idx)
-            tick(done)
+            tick(done * (self.procs.world if self.procs.split else 1))
+        if self.procs.split:
+            self.procs.barrier()  # every process's share is in the cache now
+            if not self.procs.is_main:
+                return []
+            for i in todo:
+                got = self.cache.get(keys[i])
+                if got is None:
+                    raise InternalError(f"image {keys[i][:12]} of another process is missing from the cache")
+                found[i] = got
 
         # scores, per detector (by content) and label, cached with the image
         def score_key(j: Job) -> str:
@@ -347,12 +320,14 @@ class Check:
         orig: dict[str, list[Outcome]] = {}
         if self.opts.original:
             t0 = time.perf_counter()
-            opipe, oid = self._original_pipe()
+            opipe, oid = original_pipe(self)
             self.timings["load"] += time.perf_counter() - t0
             self.identities["original"] = oid.as_dict()
             for c in self.concepts:
                 jobs = [j for j in all_jobs[c.name] if j.group == "concept"]
                 orig[c.name] = self.outcomes("original", {"checkpoint": oid.content_key()}, opipe, c, jobs)
+        if not self.procs.is_main:
+            return []  # the main process judges
         results = []
         for c in self.concepts:
             o = orig.get(c.name)
@@ -361,83 +336,10 @@ class Check:
             results.append(ConceptResult(c.name, rules, sides))
         return results
 
-    def _original_pipe(self):
-        """The original model for its images: read into the loaded pipeline when it is a diffusers
-        folder with the same tokenizer and scheduler (one pipeline in memory); else loaded on its
-        own after the candidate's pipeline is freed."""
-        from gate.inplace import swap_components
-        from gate.model import resolve_checkpoint
-        from gate.weights import Identity, content_hash
-
-        o = self.opts
-        kind, path = resolve_checkpoint(o.original, config=o.config, allow_pickle=o.allow_pickle, flag="--original")
-        ck_kind, ck_path = resolve_checkpoint(o.checkpoint, config=o.config, allow_pickle=o.allow_pickle)
-        same_text = (
-            kind == "folder" and ck_kind == "folder" and path is not None and ck_path is not None
-            and all(content_hash(path / d) == content_hash(ck_path / d) for d in ("tokenizer", "scheduler"))
-        )  # fmt: skip
-        if same_text and self.pipe is not None:
-            pipe = self.pipe
-            if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
-                pipe.unload_lora_weights()
-            swap_components(pipe, path, ("unet", "text_encoder", "vae"), f"--original {o.original}")
-            self.in_place_original = True
-            return pipe, Identity("diffusers-folder", str(path), content_hash(path))
-        self.pipe = None  # free the candidate before loading the original
-        self.in_place_original = False
-        return self._load_model(o.original, "--original")
-
     def report(self, results: list[ConceptResult], wall_s: float, prescreen: dict | None = None):
-        from gate import report as R
-        from gate.provenance import git_commit, library_versions
+        from gate.check_parts import build_report
 
-        pol = self.policy
-        fails = pol.inconclusive == "fail"
-        concepts = [R.ConceptReport.judged(r.name, r.rules, fails) for r in results]
-        return R.Report(
-            verdict=judge.verdict([x for r in results for x in r.rules], fails),
-            inconclusive_counts_as=pol.inconclusive,
-            inputs={
-                **self.identities,
-                "policy": {"path": pol.source, "name": pol.name, "version": pol.version, "sha256": pol.sha256},
-            },
-            reproduce=R.reproduce_line(self.opts),
-            seed=pol.seed,
-            sampler={
-                **vars(pol.sampler),
-                "batch_size_used": self.batch_size,
-                **({"batch_halvings": self.batch_halvings} if self.batch_halvings else {}),
-                "attention": self.attention,
-            },
-            device=self.opts.device,
-            concepts=concepts,
-            shard=list(self.opts.shard) if self.opts.shard else None,
-            libraries=library_versions(),
-            detectors={k: d.identity() for k, d in self.detectors.items()},
-            cache=self.cache.stats(),
-            timings_s={k: round(v, 2) for k, v in self.timings.items()},
-            wall_time_s=round(wall_s, 2),
-            finished_at=round(time.time(), 3),
-            git_commit=git_commit(),
-            prescreen=prescreen or None,
-            pull_request=dict(self.opts.pull_request) if self.opts.pull_request else None,
-        )
-
-
-def free_device_cache(device: str) -> None:
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.empty_cache()
-
-
-def attention_processor(pipe) -> str | None:
-    """The UNet's attention implementation (diffusers uses PyTorch SDPA, ``AttnProcessor2_0``,
-    on torch 2); recorded with the sampler settings."""
-    if pipe is None:
-        return None
-    names = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
-    return ",".join(sorted(names))
+        return build_report(self, results, wall_s, prescreen)
 
 
 def run_check(
@@ -456,8 +358,10 @@ def run_check(
     log(f"reproduce: {R.reproduce_line(opts)}")
     from gate.prescreen import prescreen_stage
 
-    screens = prescreen_stage(check, log)
+    screens = prescreen_stage(check, log) if check.procs.is_main else {}
     results = check.run()
+    if not check.procs.is_main:
+        return CheckOutcome(None, [], Path(opts.report_dir))  # this process made its share of the images
     rep = check.report(results, time.perf_counter() - t0, screens)
     out_dir = Path(opts.report_dir)
     json_path = Path(opts.json_path) if opts.json_path else None

@@ -36,6 +36,7 @@ class StudyConfig:
     control: bool = True
     factors: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    device: str = "cpu"  # gate study --device: where models train and generate (not part of the file)
 
 
 def _check_keys(where: str, got: dict[str, Any], allowed: set[str]) -> None:

@@ -56,7 +56,9 @@ class Study:
             return self.rows[key]
         from gate.pipeline import load_pipeline
 
-        pipe = load_pipeline(folder_or_pipe) if isinstance(folder_or_pipe, Path) else folder_or_pipe
+        pipe = folder_or_pipe
+        if isinstance(folder_or_pipe, Path):
+            pipe = load_pipeline(folder_or_pipe, device=self.cfg.device)
         t0 = time.perf_counter()
         m = measure(pipe, self.clip, concept, self.cfg.eval)
         row = self._record(key, {**extra, "concept": concept, **m, "eval_s": round(time.perf_counter() - t0, 1)})
@@ -65,6 +67,12 @@ class Study:
         return row
 
     # models ----------------------------------------------------------------------------------
+
+    def compute(self):
+        """Training on the study's device: fp32 there (the study's figures were measured in fp32)."""
+        from gate.devices import Compute
+
+        return Compute.resolve(self.cfg.device, "fp32")
 
     def original(self) -> Path:
         from gate.world.clip import ASSETS
@@ -83,7 +91,7 @@ class Study:
         request = EraseRequest(list(C.concept(concept).synonyms), retained, seed=self.cfg.seed)
         tmp = folder.with_name(folder.name + ".tmp")
         self.log(f"erase {concept} with {method}{tag}")
-        erase(self.original(), tmp, method, request, overrides=overrides)
+        erase(self.original(), tmp, method, request, overrides=overrides, compute=self.compute())
         if folder.exists():
             import shutil
 
@@ -136,7 +144,7 @@ class Study:
             return folder, json.loads((folder / "finetune.json").read_text())
         cfg = FinetuneConfig(**{**ft, "seed": self.cfg.seed})
         self.log(f"fine-tune {name} ({cfg.mode}, {cfg.steps} steps, lr {cfg.lr:g})")
-        rec = finetune(base, data, folder, cfg)
+        rec = finetune(base, data, folder, cfg, compute=self.compute())
         return folder, rec
 
     def candidate_pipe(self, base: Path, ft_folder: Path, mode: str, step: int | None):
@@ -146,8 +154,8 @@ class Study:
 
         where = ft_folder if step is None else ft_folder / f"checkpoint-{step}"
         if mode == "full":
-            return load_pipeline(where)
-        pipe = load_pipeline(base)
+            return load_pipeline(where, device=self.cfg.device)
+        pipe = load_pipeline(base, device=self.cfg.device)
         load_lora(pipe, where / LORA_WEIGHTS)
         return pipe
 
