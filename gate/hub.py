@@ -93,8 +93,22 @@ def cache_root(cache_dir: Path | None) -> str:
     return str(cache_dir) if cache_dir else constants.HF_HUB_CACHE
 
 
-def cached_snapshot(spec: str, flag: str = "--checkpoint") -> tuple[str, str | None, Path]:
-    """(repo, requested revision, snapshot folder) of a diffusers repo in the local hub cache."""
+def pickle_only_components(files: list[str]) -> list[str]:
+    """The component folders of a diffusers pipeline whose weights are only pickles (the safety
+    checker and precision variants, never loaded, left out)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    weights: dict[str, set[str]] = {}
+    for f in filter_repo_objects(files, ignore_patterns=PIPELINE_IGNORE):
+        folder, _, name = f.rpartition("/")
+        if folder and (Path(name).suffix == ".safetensors" or Path(name).suffix in PICKLE_SUFFIXES):
+            weights.setdefault(folder, set()).add(Path(name).suffix)
+    return sorted(k for k, v in weights.items() if ".safetensors" not in v)
+
+
+def cached_snapshot(spec: str, flag: str = "--checkpoint", allow_pickle: bool = False) -> tuple[str, str | None, Path]:
+    """(repo, requested revision, snapshot folder) of a diffusers repo in the local hub cache; a
+    snapshot with pickle-only components is refused unless ``allow_pickle``."""
     repo, revision = parse_hub_id(spec, flag)
     found = cached_file(repo, "model_index.json", revision=revision)
     if found is None:
@@ -103,7 +117,14 @@ def cached_snapshot(spec: str, flag: str = "--checkpoint") -> tuple[str, str | N
             f"fetch it on a connected machine with `gate models fetch --checkpoint {spec}` and copy the cache "
             "(docs/offline.md), or give a diffusers folder"
         )
-    return repo, revision, found[0].parent
+    snap = found[0].parent
+    bad = pickle_only_components([p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()])
+    if bad and not allow_pickle:
+        raise BadInput(
+            f"{flag} {spec}: {', '.join(bad)} in the cached snapshot {snap.name} hold only pickled weights; "
+            "pickles can run code and are refused (fetch a revision with .safetensors, or pass --allow-pickle)"
+        )
+    return repo, revision, snap
 
 
 @contextmanager
@@ -284,13 +305,7 @@ def _select(want: Want, files: list[str]) -> list[str]:
     if "model_index.json" not in files:
         raise BadInput(f"--checkpoint {want.repo}: not a diffusers pipeline repo (no model_index.json)")
     chosen = list(filter_repo_objects(files, allow_patterns=PIPELINE_PATTERNS, ignore_patterns=PIPELINE_IGNORE))
-    weights: dict[str, set[str]] = {}
-    for f in filter_repo_objects(files, ignore_patterns=PIPELINE_IGNORE):
-        folder, _, name = f.rpartition("/")
-        suffix = Path(name).suffix
-        if folder and (suffix == ".safetensors" or suffix in PICKLE_SUFFIXES):
-            weights.setdefault(folder, set()).add(suffix)
-    only_pickles = sorted(k for k, v in weights.items() if ".safetensors" not in v)
+    only_pickles = pickle_only_components(files)
     if only_pickles:
         raise BadInput(
             f"--checkpoint {want.repo}@{want.revision}: {', '.join(only_pickles)} offer(s) only pickled weights "

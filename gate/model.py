@@ -99,7 +99,7 @@ def load_checkpoint(
         from gate.hub import cached_snapshot
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        _, _, snap = cached_snapshot(spec, flag)
+        _, _, snap = cached_snapshot(spec, flag, allow_pickle)
         pipe = guard(lambda: load_pipeline(snap, device=device, dtype=dtype), f"{what} (hub id, local cache)", device)
         # the snapshot folder's name is the commit the cache holds for the revision asked for (@REV, or main)
         ident = Identity("hub-cache", spec, content_hash(snap), {"snapshot": snap.name, "revision": snap.name})

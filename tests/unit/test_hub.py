@@ -153,3 +153,19 @@ def test_bad_input_exits_2(argv, says, tmp_path, capsys):
     argv = [str(bad) if a == "BAD" else a for a in argv] + ["--lock", str(tmp_path / "l.json")]
     assert main(argv) == 2
     assert says in capsys.readouterr().err
+
+
+def test_a_cached_snapshot_with_only_pickles_is_refused(tmp_path, monkeypatch):
+    import huggingface_hub.constants as C
+
+    monkeypatch.setattr(C, "HF_HUB_CACHE", str(tmp_path))
+    commit = "d" * 40
+    snap = tmp_path / "models--org--sd" / "snapshots" / commit
+    for f in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.bin"):
+        (snap / f).parent.mkdir(parents=True, exist_ok=True)
+        (snap / f).write_text("{}")
+    with pytest.raises(BadInput, match=r"not in the local hub cache .*gate models fetch --checkpoint org/sd"):
+        hub.cached_snapshot("org/sd")  # no refs/main: only the commit is cached
+    with pytest.raises(BadInput, match=r"unet in the cached snapshot .* only pickled weights"):
+        hub.cached_snapshot(f"org/sd@{commit}")
+    assert hub.cached_snapshot(f"org/sd@{commit}", allow_pickle=True) == ("org/sd", commit, snap)
