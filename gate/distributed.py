@@ -3,7 +3,8 @@
     accelerate launch --multi_gpu --num_processes 4 -m gate check --device cuda ...
 
 Every process loads the model on its own device (``cuda:<local rank>``) and makes its share of
-each side's uncached images (the (prompt, seed) jobs dealt round-robin by rank) into the image
+each side's uncached images (the batches a single process would make, dealt round-robin by
+rank, so that every image comes out of the same batch, bit for bit) into the image
 cache, which is how the images travel: they are the same files a single-process run writes,
 under the same keys. After each side the processes wait for each other; the main process then
 reads every image from the cache, scores, judges, writes the reports and tracks; the others

@@ -79,7 +79,7 @@ def load_checkpoint(
     what = f"{flag} {spec}"
     if kind == "folder":
         assert path is not None
-        pipe = guard(lambda: load_pipeline(path, device=device, dtype=dtype), what, device)
+        pipe = guard(lambda: load_pipeline(path, device=device, dtype=dtype, allow_pickle=allow_pickle), what, device)
         ident = Identity("diffusers-folder", str(path), content_hash(path))
     elif kind == "single_file":
         assert path is not None and config is not None

@@ -216,10 +216,11 @@ class Check:
                 found[i] = got
         todo = [i for i in range(len(jobs)) if i not in found]
         tick = self.progress(f"{c.name}: {side} images ({len(found)} cached)", len(todo))
-        mine = self.procs.share(todo) if self.procs.split else todo
+        # the batches a single process would make; split runs deal whole batches round-robin, so
+        # every image is made in the same batch (bit-identical images) whatever the process count
+        batches = [todo[k : k + self.batch_size] for k in range(0, len(todo), self.batch_size)]
         done = 0
-        while done < len(mine):
-            idx = mine[done : done + self.batch_size]
+        for idx in self.procs.share(batches) if self.procs.split else batches:
             images = self._generate_batch(pipe, [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx], side)
             for i, im in zip(idx, images, strict=True):
                 found[i] = (im, {"scores": {}})

@@ -107,5 +107,24 @@ def test_check_holds_one_pipeline_and_records_what_it_did(zoo, tmp_path):
     finally:
         R.original_pipe = real
     for a, b in zip(rep.concepts, other.report.concepts, strict=True):
-        assert [(r.rule, r.value) for r in a.rules] == [(r.rule, r.value) for r in b.rules]
+        assert [(r.rule, r.observed, r.low, r.high, r.verdict) for r in a.rules] == [
+            (r.rule, r.observed, r.low, r.high, r.verdict) for r in b.rules
+        ]
     assert rep.inputs["original"]["sha256"] == other.report.inputs["original"]["sha256"]
+
+
+def test_a_folder_with_pickled_components_is_refused(world_dir, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "sd"
+    shutil.copytree(world_dir / "sd", folder)
+    f = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(str(f)), folder / "unet" / "diffusion_pytorch_model.bin")  # made here, by the test
+    f.unlink()
+    with pytest.raises(BadInput, match="unet/ holds only pickled weights"):
+        load_checkpoint(str(folder))
+    pipe = load_checkpoint(str(folder), allow_pickle=True)[0]  # opted in: read with weights_only=True
+    assert pipe.unet is not None
