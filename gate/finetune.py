@@ -38,6 +38,7 @@ class FinetuneConfig:
     save_steps: tuple[int, ...] = ()
     seed: int = 0
     max_grad_norm: float = 1.0
+    resolution: int | None = field(default=None, metadata={"help": "pixels (default: the model's own size)"})
 
     def __post_init__(self) -> None:
         if self.mode not in ("full", "lora"):
@@ -92,6 +93,7 @@ def finetune(
     compute = compute or Compute()
     t0 = time.perf_counter()
     pipe = base_pipe if base_pipe is not None else load_pipeline(checkpoint, device=compute.device)
+    sd.set_resolution(pipe, cfg.resolution)
     data = load_image_folder(pipe, data_dir)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -90,8 +90,31 @@ def token_count(pipe, prompt: str) -> int:
     return len(ids) - 2
 
 
+def latent_size(pipe) -> int:
+    """The latent side training works at: the UNet's own ``sample_size`` (64 for SD v1.x's
+    512 px), unless a command set ``pipe.gate_resolution`` (pixels; ``--resolution``)."""
+    px = getattr(pipe, "gate_resolution", None)
+    return px // vae_factor(pipe) if px else pipe.unet.config.sample_size
+
+
+def vae_factor(pipe) -> int:
+    """Pixels per latent pixel (8 for SD's VAE)."""
+    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+
+def set_resolution(pipe, px: int | None) -> None:
+    """Train and make image sets at ``px`` pixels (a multiple of 64 for SD: its UNet halves the
+    latent three times), or at the model's own size for None."""
+    if px is None:
+        return
+    step = vae_factor(pipe) * 8
+    if px < step or px % step:
+        raise BadInput(f"--resolution {px}: a multiple of {step} pixels for this model")
+    pipe.gate_resolution = int(px)
+
+
 def latent_shape(pipe, batch: int) -> tuple[int, int, int, int]:
-    s = pipe.unet.config.sample_size
+    s = latent_size(pipe)
     return (batch, pipe.unet.config.in_channels, s, s)
 
 

@@ -43,7 +43,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         record = erase(
             Path(args.checkpoint), Path(args.out), args.method, request,
             preset=args.preset, overrides=_parse_sets(args.set), progress=factory, compute=compute,
-            image_steps=args.image_steps,
+            image_steps=args.image_steps, resolution=args.resolution,
         )  # fmt: skip
     console.print(
         f"{record['method']} ({record['preset']} preset) erased {args.concept[0]!r} in {record['wall_time_s']} s; "
@@ -63,6 +63,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         alpha=args.alpha if args.alpha is not None else float(args.rank),
         lora_targets=tuple(lora_targets(args.targets)),
         train_text_encoder=args.text_encoder, save_steps=parse_steps(args.save_steps), seed=args.seed,
+        resolution=args.resolution,
     )  # fmt: skip
     console = Console(stderr=True)
     compute = _compute(args, console)
@@ -91,6 +92,7 @@ def register(sub) -> None:
     er.add_argument("--retain-data", help="folder of retain images (metadata.jsonl); default: generated")
     er.add_argument("--seed", type=int, default=0)
     er.add_argument("--image-steps", type=int, help="sampler steps of generated forget/retain images (SD 50, world 20)")
+    er.add_argument("--resolution", type=int, help="pixels to train at (default: the model's own, 512 for SD v1.4)")
     _compute_args(er)
     er.set_defaults(func=cmd_erase)
 
@@ -108,5 +110,6 @@ def register(sub) -> None:
     ft.add_argument("--text-encoder", action="store_true", help="also train the text encoder")
     ft.add_argument("--save-steps", help="intermediate checkpoints, e.g. 100,200")
     ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--resolution", type=int, help="pixels to train at (default: the model's own, 512 for SD v1.4)")
     _compute_args(ft)
     ft.set_defaults(func=cmd_finetune)

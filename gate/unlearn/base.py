@@ -119,7 +119,9 @@ def load_image_folder(pipe, folder: Path, *, prompt_override: str | None = None,
         rows = rows[:limit]
     if not rows:
         raise BadInput(f"{meta}: no images listed")
-    size = pipe.unet.config.sample_size * (2 ** (len(pipe.vae.config.block_out_channels) - 1))
+    from gate.sd import latent_size, vae_factor
+
+    size = latent_size(pipe) * vae_factor(pipe)
     images, masks, prompts = [], [], []
     for name, text, mask_name in rows:
         path = folder / name
@@ -141,12 +143,15 @@ def generate_image_set(pipe, prompts: Sequence[str], n: int, *, seed: int, steps
     """Images made by the model itself (the methods' default when no set is given): ``n`` latents
     for the prompts in turn, with seeds ``gate.seeds.image_set_seeds(seed, n)``."""
     from gate.generate import generate
+    from gate.sd import latent_size, vae_factor
     from gate.seeds import image_set_seeds
 
     chosen = [prompts[i % len(prompts)] for i in range(n)]
+    px = latent_size(pipe) * vae_factor(pipe) if getattr(pipe, "gate_resolution", None) else None
     latents = generate(
-        pipe, chosen, image_set_seeds(seed, n), steps=steps, guidance=guidance, batch_size=16, output_type="latent"
-    )
+        pipe, chosen, image_set_seeds(seed, n), steps=steps, guidance=guidance, batch_size=16, output_type="latent",
+        height=px, width=px,
+    )  # fmt: skip
     return ImageSet(latents, chosen, None, source="generated")
 
 
@@ -194,15 +199,18 @@ def erase(
     n_retain: int | None = None,
     compute=None,
     image_steps: int | None = None,
+    resolution: int | None = None,
 ) -> dict[str, Any]:
     """Erases ``request``'s concept from ``checkpoint`` with ``method_name`` and saves the result
     in ``out`` with ``erase.json``. ``compute`` (``gate.devices.Compute``): device, precision
     (autocast around the method's forward passes, fp32 master weights) and gradient checkpointing;
     ``image_steps``: sampler steps of the generated forget/retain images (default: SD's 50, the
-    small world's 20)."""
+    small world's 20); ``resolution``: pixels the method trains and makes its image sets at
+    (default: the model's own, 512 for SD v1.4)."""
     from gate.devices import Compute
     from gate.pipeline import load_pipeline
     from gate.provenance import library_versions
+    from gate.sd import set_resolution
     from gate.unlearn import get_method
 
     method = get_method(method_name)
@@ -216,6 +224,7 @@ def erase(
     t0 = time.perf_counter()
     pipe = load_pipeline(checkpoint, device=compute.device)
     compute.prepare(pipe.unet)
+    set_resolution(pipe, resolution)
     if preset == "auto":
         preset = "small-world" if is_small_world(pipe) else "original"
     cfg = method.config(preset, overrides)
@@ -260,6 +269,7 @@ def erase(
         "preserve": request.preserve,
         "seed": request.seed,
         "compute": compute.as_record(),
+        "resolution": resolution,
         "data": {k: {"source": v.source, "n": len(v)} for k, v in data.items()},
         **({"image_steps": steps} if method.needs_images else {}),
         "inputs": {
