@@ -78,6 +78,9 @@ class LazyState(Mapping[str, Any]):
     def __getitem__(self, key: str):
         return self._where[key].get_tensor(key)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
 

@@ -176,11 +176,11 @@ def is_small_world(pipe) -> bool:
 # the driver
 
 
-def count_changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, int]:
+def count_changed(before: Any, module: torch.nn.Module) -> dict[str, int]:
     changed_tensors, changed_values = 0, 0
     for name, p in module.state_dict().items():
         p = p.detach().cpu()
-        if name in before and not torch.equal(before[name], p):
+        if name in before and not torch.equal(before[name].to(p.dtype), p):
             changed_tensors += 1
             changed_values += int((before[name] != p).sum())
     return {"tensors": changed_tensors, "values": changed_values}
@@ -248,7 +248,15 @@ def erase(
             data["retain"] = generate_image_set(
                 pipe, retain_prompts, nr, seed=request.seed + 1, steps=steps, guidance=guidance
             )
-    before = {k: v.detach().to("cpu", copy=True) for k, v in pipe.unet.state_dict().items()}  # off the GPU
+    # the weights before, read back from the checkpoint's own files one tensor at a time when
+    # they are there (no second UNet in memory at SD size); else a CPU copy
+    from gate.inplace import component_files, component_state
+
+    try:
+        component_files(Path(checkpoint), "unet")
+        before: Any = component_state(Path(checkpoint), "unet")
+    except BadInput:
+        before = {k: v.detach().to("cpu", copy=True) for k, v in pipe.unet.state_dict().items()}
     with compute.autocast():
         stats = method.run(pipe, request, cfg, data, progress)
     if compute.gradient_checkpointing and hasattr(pipe.unet, "disable_gradient_checkpointing"):

@@ -43,3 +43,17 @@ def test_two_processes_make_the_same_check(zoo, tmp_path):
         assert a["rules"] == b["rules"]
     imgs1, imgs2 = _images(cache1), _images(cache2)
     assert imgs1 and imgs1 == imgs2  # the same images under the same keys, byte for byte
+
+
+def test_gpu_benchmark_runs_at_tiny_size_on_the_cpu(tmp_path):
+    """benchmarks/gpu.py is for a CUDA GPU; --tiny runs its measurement on the CPU so that the
+    script is tested here (its figures say nothing about a GPU)."""
+    script = Path(__file__).parents[2] / "benchmarks" / "gpu.py"
+    p = subprocess.run([sys.executable, str(script), "--tiny", "--images", "8", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    row = json.loads((tmp_path / "tiny-cpu.json").read_text())
+    assert row["images"] == 8 and row["unet_calls"] > 0 and 0 < row["unet_share_of_wall"] <= 1
+    assert row["images_per_s"] > 0 and row["images_per_s_limit"] > 0 and row["peak_gpu_memory_gb"] is None
+    p = subprocess.run([sys.executable, str(script), "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "measures a CUDA GPU" in p.stderr

@@ -48,7 +48,7 @@ def _policy(tmp_path, extra: str):
     p = tmp_path / "p.yaml"
     p.write_text(
         "version: 1\n" + extra + "\nconcepts:\n  c:\n    prompts: [a c]\n"
-        "    detector: {type: fake, rate: 0.0}\n    rules: {max_presence_rate: 0.1}\n"
+        "    detector: {type: fake}\n    rules: {max_presence_rate: 0.1}\n"
     )
     return load_policy(p)
 
