@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast browser lint typecheck world clean-env
+.PHONY: demo test test-fast test-realarch browser lint typecheck world clean-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(STAMP) browser
 # The unit tier alone (tests/unit): no model is loaded, done in well under a minute.
 test-fast: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest tests/unit -q
+
+# The real-architecture tier (tests/realarch): SD v1.4 and v2.1 at their released configs with
+# random weights (built once into $(REALARCH_CACHE)), every command on the CPU at small sizes.
+REALARCH_CACHE ?= $(CURDIR)/.realarch-cache
+test-realarch: $(STAMP)
+	GATE_REALARCH_CACHE=$(REALARCH_CACHE) MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest tests/realarch -m realarch --durations=0
 
 # Headless Chromium for the HTML report test (Debian's package; needs root or sudo).
 browser:

@@ -20,7 +20,7 @@ os.environ["GATE_TRACKING_URI"] = f"sqlite:///{Path(tempfile.mkdtemp(prefix='gat
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "realarch")
 pytest_plugins = ["pytester"]
 
 
