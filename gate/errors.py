@@ -30,10 +30,10 @@ class InternalError(GateError):
 class OutOfMemory(InternalError):
     """The device (or the host) ran out of memory: not the user's input, and not a verdict."""
 
-    def __init__(self, stage: str, device: str, detail: str = "") -> None:
-        hint = (
-            "try a smaller sampler.batch_size in the policy, sampler.dtype float16 or bfloat16 on a GPU, "
-            "fewer concepts per run (--shard i/n), or another --device"
+    def __init__(self, stage: str, device: str, detail: str = "", hint: str | None = None) -> None:
+        hint = hint or (
+            "try sampler.batch_size auto or a smaller one in the policy, sampler.vae_slicing, sampler.dtype "
+            "float16 or bfloat16 on a GPU, fewer concepts per run (--shard i/n), or another --device"
         )
         super().__init__(f"out of memory while {stage} on {device}{f' ({detail})' if detail else ''}: {hint}")
 
@@ -44,3 +44,9 @@ def is_out_of_memory(e: BaseException) -> bool:
         return True
     name = type(e).__name__
     return name in ("OutOfMemoryError", "OutOfMemory") or "out of memory" in str(e).lower()
+
+
+TRAINING_HINT = (
+    "try --gradient-checkpointing, --precision bf16 (or fp16 for gate finetune) on a GPU, a smaller --batch-size, "
+    "a lower --resolution, --mode lora instead of full, or another --device"
+)

@@ -64,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gate: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # an unexpected failure is the tool's fault: exit 3, one line, no traceback
+        from gate.errors import TRAINING_HINT, OutOfMemory, is_out_of_memory
+
+        if is_out_of_memory(e):  # the device ran out: what to lower, not a traceback
+            hint = TRAINING_HINT if args.command in ("erase", "finetune", "study") else None
+            oom = OutOfMemory(f"running gate {args.command}", getattr(args, "device", "cpu"), hint=hint)
+            print(f"gate: error: {oom}", file=sys.stderr)
+            return EXIT_INTERNAL
         print(f"gate: internal error: {type(e).__name__}: {e} (set GATE_DEBUG=1 for a traceback)", file=sys.stderr)
         import os
 

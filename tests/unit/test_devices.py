@@ -93,3 +93,22 @@ def test_distributed_shares_are_whole_batches():
     with pytest.raises(BadInput, match="give --device cuda"):
         Processes(1, 2).device("cuda:3")
     assert Processes().device("cuda:3") == "cuda:3"  # a single process uses what it is given
+
+
+def test_out_of_memory_in_training_is_exit_3_with_what_to_lower(monkeypatch, capsys):
+    """torch's CUDA out-of-memory error (raised here by hand: no GPU) in gate finetune."""
+    from gate.cli import build_parser, main
+
+    def boom(args):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr("gate.cli.build_parser", lambda: _with(build_parser(), boom))
+    assert main(["finetune", "--checkpoint", "x", "--data", "y", "--out", "z"]) == 3
+    err = capsys.readouterr().err
+    assert "out of memory while running gate finetune on cpu" in err and "--gradient-checkpointing" in err
+
+
+def _with(parser, func):
+    for action in parser._subparsers._group_actions:
+        action.choices["finetune"].set_defaults(func=func)
+    return parser
