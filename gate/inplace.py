@@ -59,24 +59,31 @@ def component_files(folder: Path, component: str) -> list[Path]:
 
 
 class LazyState(Mapping[str, Any]):
-    """A component's tensors by name, read from its files on access (nothing is loaded up front)."""
+    """A component's tensors by name, read from its files on access (nothing is loaded up front).
+
+    Each read opens the file, copies the one tensor out and closes it again: a handle kept open
+    would keep every page it has read mapped into the process (resident memory as large as the
+    files), while a closed one leaves them to the page cache, which the kernel reclaims."""
 
     def __init__(self, files: list[Path]) -> None:
         from safetensors import safe_open
 
-        self._handles = []
-        self._where: dict[str, Any] = {}
+        self._where: dict[str, Path] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
         for f in files:
             try:
-                h = safe_open(str(f), framework="pt")
+                with safe_open(str(f), framework="pt") as h:
+                    for k in h.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+                        self._where[k] = f
+                        self._shapes[k] = tuple(h.get_slice(k).get_shape())
             except Exception as e:
                 raise BadInput(f"{f}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-            self._handles.append(h)
-            for k in h.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
-                self._where[k] = h
 
     def __getitem__(self, key: str):
-        return self._where[key].get_tensor(key)
+        from safetensors import safe_open
+
+        with safe_open(str(self._where[key]), framework="pt") as h:
+            return h.get_tensor(key).clone()  # owns its memory once the file is closed
 
     def __contains__(self, key: object) -> bool:
         return key in self._where
@@ -88,7 +95,7 @@ class LazyState(Mapping[str, Any]):
         return len(self._where)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._where[key].get_slice(key).get_shape())
+        return self._shapes[key]
 
 
 def component_state(folder: Path, component: str) -> LazyState:
