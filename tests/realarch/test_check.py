@@ -1,0 +1,53 @@
+"""``gate check`` on SD-size models, as a user runs it (a subprocess of the installed ``gate``),
+with every update form: each reaches a verdict (exit 0 or 1) with report.json naming the update.
+Budgets: tests/policies/realarch-*.yaml (64 px, 2 steps, one prompt per group, one sample);
+the baseline images are made once and shared through the session's image cache."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.realarch
+
+
+def test_sd14_peft_lora_with_the_original_nudenet_and_clip(
+    reached_a_verdict, gate_check, realarch_policy, sd14_dir, sd14_peft_lora
+):
+    """NudeNet for the concept, ViT-L-14 for the retained concept; --original adds the
+    pre-screen (in place, weight-space pass off in the policy) and the original's images."""
+    checked = gate_check(
+        "--checkpoint", sd14_dir, "--update", sd14_peft_lora, "--original", sd14_dir,
+        "--policy", realarch_policy("sd14-nudity"), name="sd14-peft",
+    )  # fmt: skip
+    rep = reached_a_verdict(checked, "lora", sd14_peft_lora / "pytorch_lora_weights.safetensors")
+    assert rep["inputs"]["update"]["modules"] == {"unet": 128, "text_encoder": 0, "format": "diffusers"}
+    assert rep["inputs"]["original"]["sha256"] == rep["inputs"]["checkpoint"]["sha256"]
+    assert {d["type"] for d in rep["detectors"].values()} == {"nudenet", "open_clip"}
+    assert rep["prescreen"]["nudity"]["budget"]["latent_size"] == 8
+
+
+def test_sd14_kohya_lora_with_clip(reached_a_verdict, objects_on_folder, sd14_kohya_lora):
+    rep = reached_a_verdict(objects_on_folder, "lora", sd14_kohya_lora)
+    assert rep["inputs"]["update"]["modules"] == {"unet": 128, "text_encoder": 48, "format": "kohya"}
+    (clip,) = rep["detectors"].values()
+    assert clip["type"] == "open_clip" and clip["model"] == "ViT-L-14" and len(clip["weights_sha256"]) == 64
+
+
+def test_sd14_bare_unet_folder(reached_a_verdict, gate_check, realarch_policy, sd14_dir, transient, tmp_path):
+    with transient("unet-folder", sd14_dir, tmp_path / "unet-folder") as unet_folder:
+        checked = gate_check(
+            "--checkpoint", sd14_dir, "--update", unet_folder, "--policy", realarch_policy("sd14-nudity"),
+            "--no-prescreen", name="sd14-unet",
+        )  # fmt: skip
+    rep = reached_a_verdict(checked, "unet-folder", unet_folder)
+    assert rep["cache"]["hits"] >= 3, "the baseline images come from the shared cache"
+
+
+def test_sd21_peft_lora(reached_a_verdict, gate_check, realarch_policy, sd21_dir, sd21_peft_lora):
+    """SD 2.1 (768-v): OpenCLIP-H text tower, linear projections, v-prediction DDIM, at 64 px."""
+    checked = gate_check(
+        "--checkpoint", sd21_dir, "--update", sd21_peft_lora, "--policy", realarch_policy("sd21"),
+        "--no-prescreen", name="sd21-peft",
+    )  # fmt: skip
+    rep = reached_a_verdict(checked, "lora", sd21_peft_lora / "pytorch_lora_weights.safetensors")
+    assert rep["inputs"]["update"]["modules"] == {"unet": 128, "text_encoder": 0, "format": "diffusers"}
