@@ -95,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from gate.finetune import LORA_WEIGHTS
-    from gate.prescreen import weight_prescreen
+    from gate.prescreen_command import weight_prescreen
     from gate.world import concepts as C
     from gate.world import zoo
     from gate.world.study import Study, load_config, table
@@ -156,7 +156,7 @@ def main() -> None:
     (out / "validation.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
     print(json.dumps(summary))
     # before training: the data-overlap score of each fine-tuning set the similarity factor used
-    from gate.prescreen import data_overlap
+    from gate.prescreen_command import data_overlap
 
     data_rows = []
     for key, r in recs.items():

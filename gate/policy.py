@@ -6,7 +6,7 @@
     seed: 1234                    # every image seed derives from it
     sampler: {steps: 20, guidance: 3.0}   # also height, width, scheduler, dtype, negative_prompt,
                                           # batch_size (a number or auto), vae_slicing, vae_tiling
-    prescreen: {latents: 2, timesteps: [500], latent_size: 16}   # the weight-space first stage's budget
+    prescreen: {latents: 1, timesteps: [500], latent_size: 16}   # the pre-screen's budget (report only)
     inconclusive: fail            # or pass: what an interval straddling a threshold means
     detectors:                    # named detector settings, referred to by concepts
       clip: {type: open_clip, model: ViT-B-32, pretrained: laion2b_s34b_b79k}
@@ -78,14 +78,16 @@ AUTO_BATCH_START = 8
 class PrescreenBudget:
     """What the weight-space first stage may spend, per concept: ``latents`` noisy latents at
     ``latent_size`` (None: the UNet's own sample size) and ``timesteps``, so
-    3 models x 2 (conditional, unconditional) x len(timesteps) UNet forwards of ``latents`` each;
-    ``weights``: also the weight-space projections (one pass over the UNet's tensors)."""
+    3 models x 2 (conditional, unconditional) x len(timesteps) UNet forwards of ``latents`` per
+    prompt; ``weights``: also the weight-space projections (one pass over the UNet's tensors, the
+    two files read beside it), off by default: on the small world's validation they predicted
+    resurgence worse than the noise-prediction scores (docs/theory.md)."""
 
     enabled: bool = True
-    latents: int = 2
+    latents: int = 1
     timesteps: tuple[int, ...] = (500,)
     latent_size: int | None = 16
-    weights: bool = True
+    weights: bool = False
 
 
 @dataclass(frozen=True)

@@ -34,20 +34,18 @@ budget (``gate.policy.PrescreenBudget``).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from gate.errors import InternalError
 from gate.policy import PrescreenBudget
 
 KV = ("attn2.to_k.weight", "attn2.to_v.weight")
 # the budget the small world's validation was measured with (results/prescreen/)
-VALIDATED_BUDGET = PrescreenBudget(latents=8, timesteps=(200, 500, 800), latent_size=None)
+VALIDATED_BUDGET = PrescreenBudget(latents=8, timesteps=(200, 500, 800), latent_size=None, weights=True)
 FORWARD_CHUNK = 8  # latents per UNet call
 
 
@@ -167,220 +165,145 @@ class _Weights:
         return {"kv_undo": num / den if den > 0 else None, "kv_edit_energy": den, "layers": layers}
 
 
-def prescreen_pipe(
-    pipe,
-    *,
-    checkpoint: str,
-    original: str,
-    update: str,
-    prompt_sets: dict[str, list[str]],
-    budget: PrescreenBudget = VALIDATED_BUDGET,
-    lora_scale: float = 1.0,
-    config: str | None = None,
-    allow_pickle: bool = False,
-    log=lambda m: None,
-) -> dict[str, dict[str, Any]]:
-    """Scores per concept on ``pipe``, the loaded unlearned model (``checkpoint``), which is given
-    back holding exactly the weights it came with (checked). Stages: the unlearned model's
-    probes; the update applied (fused) for the candidate's probes and the weight-space pass; the
-    original's UNet and text encoder read in for its probes; the unlearned weights read back."""
-    from gate.inplace import component_state, fingerprint, pipeline_folder, swap_components
-    from gate.model import apply_update
+class Screen:
+    """The pre-screen's probes and terms, gathered side by side wherever the models are loaded:
+    ``probe(side, pipe)`` for the unlearned, candidate and original sides (the same fixed latents
+    for all three), ``gather`` for the weight-space pass while the candidate's weights are loaded,
+    then ``scores()``. ``gate check`` calls them at the stages where it holds each model anyway
+    (no extra pass over the weights but the optional weight-space one); ``prescreen_pipe`` calls
+    them on their own."""
 
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    parts = ("unet", "text_encoder")
-    before = {p: fingerprint(getattr(pipe, p)) for p in parts}
-    ck_dir = pipeline_folder(checkpoint, config=config, allow_pickle=allow_pickle, flag="--checkpoint")
-    or_dir = pipeline_folder(original, config=config, allow_pickle=allow_pickle, flag="--original")
-    saved = None
-    if ck_dir is None:  # a single-file checkpoint has no per-component files to read back: keep a copy
-        saved = {p: {k: v.detach().cpu().clone() for k, v in getattr(pipe, p).state_dict().items()} for p in parts}
-    lat = {name: _probe_latents(pipe, len(ps), budget) for name, ps in prompt_sets.items()}
+    def __init__(self, pipe, prompt_sets: dict[str, list[str]], budget: PrescreenBudget) -> None:
+        self.prompt_sets = prompt_sets
+        self.budget = budget
+        self.lat = {name: _probe_latents(pipe, len(ps), budget) for name, ps in prompt_sets.items()}
+        self.sides: dict[str, dict[str, _Side]] = {}
+        self.w = _Weights()
+        self.timings: dict[str, float] = {}
 
-    def stage(name: str, fn):
+    def timed(self, name: str, fn):
         t = time.perf_counter()
         r = fn()
-        timings[name] = round(time.perf_counter() - t, 2)
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t, 2)
         return r
 
-    u = stage("unlearned", lambda: {n: _side(pipe, ps, lat[n], budget) for n, ps in prompt_sets.items()})
-    w = _Weights()
-    try:
-        stage("apply_update", lambda: apply_update(pipe, update, lora_scale=lora_scale, allow_pickle=allow_pickle))
-        c = stage("candidate", lambda: {n: _side(pipe, ps, lat[n], budget) for n, ps in prompt_sets.items()})
-        if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
-            pipe.fuse_lora()
-            pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
-        if budget.weights:
-            unl = component_state(ck_dir, "unet") if ck_dir else saved["unet"]  # type: ignore[index]
-            orig = component_state(or_dir, "unet") if or_dir else None
-            if orig is None:
-                orig = _original_unet_apart(original, config, allow_pickle)
-            stage("weights", lambda: w.gather(pipe.unet, unl, orig))
-        if or_dir is not None:
-            stage("load_original", lambda: swap_components(pipe, or_dir, parts, f"--original {original}"))
-        else:  # a single-file original: read it apart (more memory: a second UNet for a moment)
-            stage("load_original", lambda: _swap_original_apart(pipe, original, config, allow_pickle))
-        o = stage("original", lambda: {n: _side(pipe, ps, lat[n], budget) for n, ps in prompt_sets.items()})
-    finally:
-        if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
-            pipe.unload_lora_weights()
-        if ck_dir is not None:
-            stage("restore", lambda: swap_components(pipe, ck_dir, parts, f"--checkpoint {checkpoint}"))
-        else:
-            from gate.inplace import load_into
+    def probe(self, side: str, pipe) -> None:
+        ps = self.prompt_sets
+        self.sides[side] = self.timed(
+            side, lambda: {n: _side(pipe, p, self.lat[n], self.budget) for n, p in ps.items()}
+        )
 
-            for p in parts:
-                load_into(getattr(pipe, p), saved[p], f"--checkpoint {checkpoint} ({p})")  # type: ignore[index]
-        if {p: fingerprint(getattr(pipe, p)) for p in parts} != before:
-            raise InternalError("the pre-screen did not give the unlearned model back unchanged (checksums differ)")
-    seconds = round(time.perf_counter() - t0, 2)
-    out = {}
-    for name in prompt_sets:
-        out[name] = {
-            **_noise_scores(o[name], u[name], c[name]),
-            **w.kv_undo(o[name].emb, u[name].emb, c[name].emb),
-            "weight_undo": w.weight_undo,
-            "seconds": seconds,
-            "budget": {**vars(budget), "timesteps": list(budget.timesteps)},
-            "stages_s": timings,
-        }
-        if not budget.weights:
-            out[name].update(kv_undo=None, weight_undo=None, note="weight-space scores off (prescreen.weights)")
-        elif out[name]["kv_edit_energy"] == 0:
-            out[name]["note"] = "the unlearning did not change cross-attention K/V on this concept"
-        else:
-            out[name]["note"] = None
-    log(f"pre-screen stages (s): {timings}")
-    return out
+    def gather(self, cand_unet, unlearned: Any, original: Any) -> None:
+        self.timed("weights", lambda: self.w.gather(cand_unet, unlearned, original))
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(self.timings.values()), 2)
+
+    def scores(self) -> dict[str, dict[str, Any]]:
+        o, u, c = (self.sides[k] for k in ("original", "unlearned", "candidate"))
+        out = {}
+        for name in self.prompt_sets:
+            out[name] = {
+                **_noise_scores(o[name], u[name], c[name]),
+                **self.w.kv_undo(o[name].emb, u[name].emb, c[name].emb),
+                "weight_undo": self.w.weight_undo,
+                "seconds": self.seconds,
+                "budget": {**vars(self.budget), "timesteps": list(self.budget.timesteps)},
+                "stages_s": dict(self.timings),
+            }
+            if not self.budget.weights:
+                out[name].update(kv_undo=None, weight_undo=None, note="weight-space scores off (prescreen.weights)")
+            elif out[name]["kv_edit_energy"] == 0:
+                out[name]["note"] = "the unlearning did not change cross-attention K/V on this concept"
+            else:
+                out[name]["note"] = None
+        return out
 
 
-def _original_unet_apart(original: str, config: str | None, allow_pickle: bool):
-    from gate.model import load_checkpoint
-
-    opipe = load_checkpoint(original, config=config, allow_pickle=allow_pickle, flag="--original")[0]
-    return {k: v.detach() for k, v in opipe.unet.state_dict().items()}
-
-
-def _swap_original_apart(pipe, original: str, config: str | None, allow_pickle: bool) -> None:
-    from gate.inplace import load_into
-    from gate.model import load_checkpoint
-
-    opipe = load_checkpoint(original, config=config, allow_pickle=allow_pickle, flag="--original")[0]
-    for p in ("unet", "text_encoder"):
-        load_into(getattr(pipe, p), getattr(opipe, p).state_dict(), f"--original {original} ({p})")
-    del opipe
+def fuse_update(pipe) -> None:
+    """A loaded LoRA folded into the weights (the weight-space pass reads Wc from the modules)."""
+    if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
 
 
-def weight_prescreen(
-    original: str,
-    checkpoint: str,
-    update: str | None,
-    concept_prompts: list[str],
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """The scores for one erased concept (see ``weight_prescreen_many``)."""
-    return weight_prescreen_many(original, checkpoint, update, {"concept": concept_prompts}, **kwargs)["concept"]
-
-
-def weight_prescreen_many(
-    original: str,
-    checkpoint: str,
-    update: str | None,
-    prompt_sets: dict[str, list[str]],
-    *,
-    lora_scale: float = 1.0,
-    config: str | None = None,
-    allow_pickle: bool = False,
-    device: str = "cpu",
-    dtype=None,
-    budget: PrescreenBudget = VALIDATED_BUDGET,
-    log=lambda m: None,
-) -> dict[str, dict[str, Any]]:
-    """``gate prescreen``: loads the unlearned model once (on ``device``, in ``dtype``) and runs
-    ``prescreen_pipe`` on it; pickled weights only with ``allow_pickle``."""
-    from gate.errors import BadInput
-    from gate.model import load_checkpoint, preflight_update
-
-    if not update:
-        raise BadInput("the pre-screen needs the candidate (--update)")
-    t0 = time.perf_counter()
-    pipe = load_checkpoint(checkpoint, config=config, allow_pickle=allow_pickle, device=device, dtype=dtype)[0]
-    preflight_update(pipe, update, allow_pickle=allow_pickle)
-    t_load = time.perf_counter() - t0
-    out = prescreen_pipe(
-        pipe, checkpoint=checkpoint, original=original, update=update, prompt_sets=prompt_sets, budget=budget,
-        lora_scale=lora_scale, config=config, allow_pickle=allow_pickle, log=log,
-    )  # fmt: skip
-    for r in out.values():
-        r["seconds"] = round(r["seconds"] + t_load, 2)
-        r["device"] = device
-    return out
-
-
-def data_overlap(
-    checkpoint: str, data_dir: Path, concept_prompts: list[str], *, energy: float = 0.9, device: str = "cpu"
-) -> dict[str, Any]:
-    """Linear-model risk of a proposed fine-tuning set: ``sum_i (lambda_i / lambda_max) *
-    ||U_f^T v_i||^2 / r`` with (lambda_i, v_i) the eigenpairs of the data's token-embedding
-    second moment and U_f the top directions (``energy`` of the variance) of the concept's."""
-    from gate.model import load_checkpoint
-
-    t0 = time.perf_counter()
-    pipe = load_checkpoint(checkpoint, device=device)[0]
-    rows = [json.loads(x) for x in (Path(data_dir) / "metadata.jsonl").read_text().splitlines() if x.strip()]
-    caps = [r.get("text") or r.get("caption") or "" for r in rows]
-    embs = torch.cat([token_embeddings(pipe, caps[i : i + 256]) for i in range(0, len(caps), 256)])
-    S = embs.T @ embs / len(embs)
-    lam, V = torch.linalg.eigh(S)
-    ef = token_embeddings(pipe, concept_prompts)
-    _, sv, vt = torch.linalg.svd(ef, full_matrices=False)
-    share = torch.cumsum(sv**2, 0) / (sv**2).sum()
-    r = int((share < energy).sum()) + 1
-    U = vt[:r].T  # dim x r
-    proj = ((V.T @ U) ** 2).sum(1)  # ||U^T v_i||^2 for each eigen-direction
-    score = float((lam.clamp(min=0) / lam.max() * proj).sum() / r)
-    return {
-        "data_overlap": score,
-        "concept_rank": r,
-        "n_captions": len(caps),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-
-
-def prescreen_stage(check, log=lambda m: None) -> dict[str, Any]:
-    """The fast first stage: how much of the unlearning edit the candidate undoes, per concept,
-    before any image, on the check's loaded pipeline (its device and dtype), within the policy's
-    budget. Reported only: the small world's validation does not support failing on it
-    (docs/theory.md), so the verdict always comes from the images."""
-    from gate.errors import GateError
-
-    opts = check.opts
-    budget = check.policy.prescreen
-    if not (opts.original and opts.update and opts.prescreen and budget.enabled):
-        return {}
-    t0 = time.perf_counter()
-    try:
-        out = prescreen_pipe(
-            check.pipe, checkpoint=opts.checkpoint, original=opts.original, update=opts.update,
-            prompt_sets={c.name: list(c.prompts) for c in check.concepts}, budget=budget,
-            lora_scale=opts.lora_scale, config=opts.config, allow_pickle=opts.allow_pickle, log=log,
-        )  # fmt: skip
-    except GateError:
-        raise  # bad input stops here, as it would in the image stage; a failed restore too
-    except Exception as e:  # the pre-screen only informs; the verdict comes from the images
-        log(f"pre-screen skipped: {type(e).__name__}: {str(e)[:200]}")
-        return {}
-    finally:
-        check.timings["prescreen"] += time.perf_counter() - t0
+def log_scores(out: dict[str, dict[str, Any]], log) -> None:
     for name, r in out.items():
         r.pop("layers", None)
         kv = "n/a" if r["kv_undo"] is None else f"{r['kv_undo']:.2f}"
+        w = "n/a" if r["weight_undo"] is None else f"{r['weight_undo']:.2f}"
         log(
             f"pre-screen {name}: the candidate undoes {r['eps_undo']:.2f} of the erasure's effect on the "
             f"noise prediction, {r['guidance_undo']:.2f} of it on the concept's guidance (K/V on the "
-            f"concept's tokens {kv}, weights {r['weight_undo'] or 0:.2f}) in {r['seconds']:.1f} s; "
-            "report only, the verdict comes from the images"
+            f"concept's tokens {kv}, weights {w}) in {r['seconds']:.1f} s; report only, the verdict comes "
+            "from the images"
         )
-    return out
+
+
+class CheckScreen:
+    """The pre-screen inside ``gate check``, at the stages where the check holds each model
+    anyway: the unlearned model's probes after the baseline images, the candidate's after its
+    images (and, with ``prescreen.weights``, the weight-space pass while its weights are loaded),
+    the original's once it is read in for its images. It costs its probes' UNet forwards (and that
+    one pass), nothing else. Reported only: the small world's validation does not support failing
+    on it (docs/theory.md), so the verdict comes from the images. A failure that is not bad input
+    only drops the pre-screen (logged)."""
+
+    def __init__(self, check, log=lambda m: None) -> None:
+        o, budget = check.opts, check.policy.prescreen
+        self.check, self.log = check, log
+        on = bool(o.original and o.update and o.prescreen and budget.enabled and check.procs.is_main)
+        self.sc = None
+        if on:
+            self.sc = self._step(lambda: Screen(check.pipe, {c.name: list(c.prompts) for c in check.concepts}, budget))
+
+    def _step(self, fn):
+        from gate.errors import GateError
+
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        except GateError:
+            raise  # bad input stops the check, as it would anywhere
+        except Exception as e:  # the pre-screen only informs
+            self.log(f"pre-screen skipped: {type(e).__name__}: {str(e)[:200]}")
+            self.sc = None
+        finally:
+            self.check.timings["prescreen"] += time.perf_counter() - t0
+
+    def unlearned(self) -> None:
+        if self.sc:
+            self._step(lambda: self.sc.probe("unlearned", self.check.pipe))
+
+    def candidate(self) -> None:
+        if not self.sc:
+            return
+        self._step(lambda: self.sc.probe("candidate", self.check.pipe))
+        if self.sc and self.sc.budget.weights:
+            self._step(self._weights)
+
+    def _weights(self) -> None:
+        from gate.inplace import component_state, pipeline_folder
+
+        o = self.check.opts
+        ck = pipeline_folder(o.checkpoint, config=o.config, allow_pickle=o.allow_pickle)
+        orig = pipeline_folder(o.original, config=o.config, allow_pickle=o.allow_pickle, flag="--original")
+        if ck is None or orig is None:
+            self.log("pre-screen: weight-space scores need diffusers folders (single-file input); left out")
+            self.sc.budget = dataclasses.replace(self.sc.budget, weights=False)  # type: ignore[union-attr]
+            return
+        fuse_update(self.check.pipe)  # the candidate's images are made: its LoRA may be folded in now
+        self.sc.gather(self.check.pipe.unet, component_state(ck, "unet"), component_state(orig, "unet"))  # type: ignore[union-attr]
+
+    def original(self, pipe) -> None:
+        if self.sc:
+            self._step(lambda: self.sc.probe("original", pipe))
+
+    def result(self) -> dict[str, Any]:
+        if not self.sc or "original" not in self.sc.sides:
+            return {}
+        out = self._step(self.sc.scores) or {}
+        self.log(f"pre-screen stages (s): {self.sc.timings if self.sc else {}}")
+        log_scores(out, self.log)
+        return out

@@ -117,6 +117,7 @@ class Check:
         self.batch_size = AUTO_BATCH_START if bs == "auto" else int(bs)
         self.batch_halvings: list[dict[str, Any]] = []
         self.attention: str | None = None
+        self.screens: dict[str, Any] = {}  # the pre-screen's scores (report only)
         self.in_place_original = False
 
     # -- models ------------------------------------------------------------------------
@@ -298,8 +299,9 @@ class Check:
         return images
 
     # -- the check -----------------------------------------------------------------------
-    def run(self) -> list[ConceptResult]:
+    def run(self, log: Log = _quiet) -> list[ConceptResult]:
         from gate.model import apply_update
+        from gate.prescreen import CheckScreen
 
         if self.pipe is None:
             self.load()
@@ -309,6 +311,8 @@ class Check:
             c.name: self.outcomes("baseline", {"checkpoint": ckpt}, self.pipe, c, all_jobs[c.name])
             for c in self.concepts
         }
+        screen = CheckScreen(self, log)
+        screen.unlearned()
         t0 = time.perf_counter()
         upd = apply_update(
             self.pipe, self.opts.update, lora_scale=self.opts.lora_scale, allow_pickle=self.opts.allow_pickle
@@ -318,15 +322,18 @@ class Check:
         # no update: the candidate is the baseline model, and its images are the baseline's (cache hits)
         cand_content = {"checkpoint": ckpt, "update": upd.content_key()} if upd else {"checkpoint": ckpt}
         cand = {c.name: self.outcomes("candidate", cand_content, self.pipe, c, all_jobs[c.name]) for c in self.concepts}
+        screen.candidate()
         orig: dict[str, list[Outcome]] = {}
         if self.opts.original:
             t0 = time.perf_counter()
             opipe, oid = original_pipe(self)
             self.timings["load"] += time.perf_counter() - t0
             self.identities["original"] = oid.as_dict()
+            screen.original(opipe)
             for c in self.concepts:
                 jobs = [j for j in all_jobs[c.name] if j.group == "concept"]
                 orig[c.name] = self.outcomes("original", {"checkpoint": oid.content_key()}, opipe, c, jobs)
+        self.screens = screen.result()
         if not self.procs.is_main:
             return []  # the main process judges
         results = []
@@ -357,13 +364,10 @@ def run_check(
     for line in R.header_lines(check):
         log(line)
     log(f"reproduce: {R.reproduce_line(opts)}")
-    from gate.prescreen import prescreen_stage
-
-    screens = prescreen_stage(check, log) if check.procs.is_main else {}
-    results = check.run()
+    results = check.run(log)
     if not check.procs.is_main:
         return CheckOutcome(None, [], Path(opts.report_dir))  # this process made its share of the images
-    rep = check.report(results, time.perf_counter() - t0, screens)
+    rep = check.report(results, time.perf_counter() - t0, check.screens)
     out_dir = Path(opts.report_dir)
     json_path = Path(opts.json_path) if opts.json_path else None
     R.write_reports(rep, out_dir, results=results, json_path=json_path, warn=warn)

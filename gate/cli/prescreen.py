@@ -13,7 +13,8 @@ def cmd_prescreen(args: argparse.Namespace) -> int:
     import dataclasses
 
     from gate.devices import check_device
-    from gate.prescreen import VALIDATED_BUDGET, data_overlap, weight_prescreen
+    from gate.prescreen import VALIDATED_BUDGET
+    from gate.prescreen_command import data_overlap, weight_prescreen
 
     device = check_device(args.device)
     prompts = list(args.concept or [])

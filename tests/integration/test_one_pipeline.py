@@ -11,10 +11,10 @@ from gate.errors import BadInput
 from gate.inplace import component_state, fingerprint, load_into, swap_components
 from gate.model import load_checkpoint
 from gate.policy import PrescreenBudget
-from gate.prescreen import prescreen_pipe, weight_prescreen
+from gate.prescreen_command import prescreen_pipe, weight_prescreen
 from gate.world import concepts as C
 
-SMALL = PrescreenBudget(latents=2, timesteps=(500,), latent_size=None)
+SMALL = PrescreenBudget(latents=2, timesteps=(500,), latent_size=None, weights=True)
 
 
 def _images(pipe, n=2):

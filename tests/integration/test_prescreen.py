@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gate.cli import main
-from gate.prescreen import weight_prescreen
+from gate.prescreen_command import weight_prescreen
 from gate.world import concepts as C
 
 
