@@ -21,11 +21,29 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# hashes of large files seen by this process, by (path, device, inode, size, mtime): a command
+# hashes the same multi-GB weights for identities, cache keys and records. As in git's "racy
+# clean" rule, a file modified in the last few seconds is never served from here (timestamps are
+# coarser than writes). Never persisted, so nothing outside the process can seed it.
+_HASHED: dict[tuple, str] = {}
+_MEMO_MIN_BYTES = 64 << 20
+_RACY_S = 3.0
+
+
 def hash_file(path: Path | str) -> str:
+    import time
+
+    st = os.stat(path)
+    memo = st.st_size >= _MEMO_MIN_BYTES and st.st_mtime < time.time() - _RACY_S
+    key = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if memo and key in _HASHED:
+        return _HASHED[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    if memo:
+        _HASHED[key] = h.hexdigest()
     return h.hexdigest()
 
 

@@ -112,3 +112,19 @@ def _with(parser, func):
     for action in parser._subparsers._group_actions:
         action.choices["finetune"].set_defaults(func=func)
     return parser
+
+
+def test_large_file_hashes_are_memoised_but_never_for_fresh_files(tmp_path):
+    import os
+
+    from gate import provenance as P
+
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * (P._MEMO_MIN_BYTES))
+    first = P.hash_file(f)
+    f.write_bytes(b"b" * (P._MEMO_MIN_BYTES))  # same size, written at once: still hashed anew
+    assert P.hash_file(f) != first
+    old = os.stat(f).st_mtime - 60
+    os.utime(f, (old, old))
+    h = P.hash_file(f)
+    assert P.hash_file(f) == h and any(k[0] == str(f.resolve()) for k in P._HASHED)
