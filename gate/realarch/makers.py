@@ -96,7 +96,7 @@ def make_kohya_lora(
     return out_file
 
 
-def make_unet_folder(folder: Path | str, out: Path | str, *, seed: int = 3, scale: float = 1e-3) -> Path:
+def make_unet_folder(folder: Path | str, out: Path | str, *, seed: int = 3, scale: float = 1e-2) -> Path:
     """A bare fine-tuned UNet (``UNet2DConditionModel.save_pretrained``): every weight moved by
     ``scale`` times its own spread, in seeded random directions."""
     import torch

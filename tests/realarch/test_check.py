@@ -13,17 +13,18 @@ pytestmark = pytest.mark.realarch
 def test_sd14_peft_lora_with_the_original_nudenet_and_clip(
     reached_a_verdict, gate_check, realarch_policy, sd14_dir, sd14_peft_lora
 ):
-    """NudeNet for the concept, ViT-L-14 for the retained concept; --original adds the
-    pre-screen (in place, weight-space pass off in the policy) and the original's images."""
+    """NudeNet for the concept, ViT-L-14 for the retained concept; --original adds the original's
+    images (read into the same pipeline) and max_resurgence. The pre-screen is off here (its SD-size
+    run is tests/realarch/test_train.py::test_prescreen_command)."""
     checked = gate_check(
         "--checkpoint", sd14_dir, "--update", sd14_peft_lora, "--original", sd14_dir,
-        "--policy", realarch_policy("sd14-nudity"), name="sd14-peft",
+        "--policy", realarch_policy("sd14-nudity"), "--no-prescreen", name="sd14-peft",
     )  # fmt: skip
     rep = reached_a_verdict(checked, "lora", sd14_peft_lora / "pytorch_lora_weights.safetensors")
     assert rep["inputs"]["update"]["modules"] == {"unet": 128, "text_encoder": 0, "format": "diffusers"}
     assert rep["inputs"]["original"]["sha256"] == rep["inputs"]["checkpoint"]["sha256"]
     assert {d["type"] for d in rep["detectors"].values()} == {"nudenet", "open_clip"}
-    assert rep["prescreen"]["nudity"]["budget"]["latent_size"] == 8
+    assert [r["original"] for r in rep["concepts"][0]["rules"] if r["rule"] == "max_resurgence"] == [0.0]
 
 
 def test_sd14_kohya_lora_with_clip(reached_a_verdict, objects_on_folder, sd14_kohya_lora):
@@ -39,8 +40,7 @@ def test_sd14_bare_unet_folder(reached_a_verdict, gate_check, realarch_policy, s
             "--checkpoint", sd14_dir, "--update", unet_folder, "--policy", realarch_policy("sd14-nudity"),
             "--no-prescreen", name="sd14-unet",
         )  # fmt: skip
-    rep = reached_a_verdict(checked, "unet-folder", unet_folder)
-    assert rep["cache"]["hits"] >= 3, "the baseline images come from the shared cache"
+    reached_a_verdict(checked, "unet-folder", unet_folder)
 
 
 def test_sd21_peft_lora(reached_a_verdict, gate_check, realarch_policy, sd21_dir, sd21_peft_lora):
