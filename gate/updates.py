@@ -173,7 +173,7 @@ def _plan(pipe, path: Path, flag: str) -> _LoraPlan:
             problems.append(f"{label}: no such layer in this model")
             misfits += 1
             continue
-        w = layer.weight  # type: ignore[attr-defined]
+        w = layer.weight
         out_f, in_f = w.shape[0], w.shape[1]
         if "down" in sh and sh["down"][1] != in_f:
             problems.append(f"{label}: LoRA input size {sh['down'][1]}, layer takes {in_f}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gate.realarch import (
@@ -26,7 +27,7 @@ from gate.realarch import (
     make_unet_folder,
 )
 
-MAKERS = {
+MAKERS: dict[str, tuple[Callable[..., Path], str]] = {
     "peft-lora": (make_peft_lora, "a diffusers/peft LoRA folder for a pipeline folder"),
     "kohya-lora": (make_kohya_lora, "a kohya LoRA file for a pipeline folder"),
     "unet-folder": (make_unet_folder, "a bare fine-tuned UNet folder for a pipeline folder"),
