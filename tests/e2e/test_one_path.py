@@ -21,6 +21,7 @@ def _comparable(rep: dict) -> dict:
     rep = {k: v for k, v in rep.items() if k not in VOLATILE}
     for screen in (rep.get("prescreen") or {}).values():
         screen.pop("seconds", None)
+        screen.pop("stages_s", None)  # how long each pre-screen stage took
     return rep
 
 
