@@ -77,7 +77,8 @@ AUTO_BATCH_START = 8
 @dataclass(frozen=True)
 class PrescreenBudget:
     """What the weight-space first stage may spend, per concept: ``latents`` noisy latents at
-    ``latent_size`` (None: the UNet's own sample size) and ``timesteps``, so
+    ``latent_size`` (at most; None: the UNet's own sample size; in a check never larger than its
+    images' latents) and ``timesteps``, so
     3 models x 2 (conditional, unconditional) x len(timesteps) UNet forwards of ``latents`` per
     prompt; ``weights``: also the weight-space projections (one pass over the UNet's tensors, the
     two files read beside it), off by default: on the small world's validation they predicted

@@ -74,9 +74,12 @@ class _Side:
     guide: list[torch.Tensor] = field(default_factory=list)  # eps(concept) - eps("") per timestep
 
 
-def _probe_latents(pipe, n_prompts: int, budget: PrescreenBudget, seed: int = 0) -> torch.Tensor:
+def _probe_latents(
+    pipe, n_prompts: int, budget: PrescreenBudget, seed: int = 0, max_size: int | None = None
+) -> torch.Tensor:
     cfg = pipe.unet.config
     size = cfg.sample_size if budget.latent_size is None else min(budget.latent_size, cfg.sample_size)
+    size = min(size, max_size) if max_size else size  # never larger than the check's own images
     g = torch.Generator().manual_seed(seed)
     return torch.randn((budget.latents * n_prompts, cfg.in_channels, size, size), generator=g)
 
@@ -173,10 +176,12 @@ class Screen:
     (no extra pass over the weights but the optional weight-space one); ``prescreen_pipe`` calls
     them on their own."""
 
-    def __init__(self, pipe, prompt_sets: dict[str, list[str]], budget: PrescreenBudget) -> None:
+    def __init__(
+        self, pipe, prompt_sets: dict[str, list[str]], budget: PrescreenBudget, max_size: int | None = None
+    ) -> None:
         self.prompt_sets = prompt_sets
         self.budget = budget
-        self.lat = {name: _probe_latents(pipe, len(ps), budget) for name, ps in prompt_sets.items()}
+        self.lat = {name: _probe_latents(pipe, len(ps), budget, max_size=max_size) for name, ps in prompt_sets.items()}
         self.sides: dict[str, dict[str, _Side]] = {}
         self.w = _Weights()
         self.timings: dict[str, float] = {}
@@ -256,7 +261,12 @@ class CheckScreen:
         on = bool(o.original and o.update and o.prescreen and budget.enabled and check.procs.is_main)
         self.sc = None
         if on:
-            self.sc = self._step(lambda: Screen(check.pipe, {c.name: list(c.prompts) for c in check.concepts}, budget))
+            from gate.sd import vae_factor
+
+            px = check.policy.sampler.height
+            size = px // vae_factor(check.pipe) if px else None  # the images' latent side
+            prompts = {c.name: list(c.prompts) for c in check.concepts}
+            self.sc = self._step(lambda: Screen(check.pipe, prompts, budget, max_size=size))
 
     def _step(self, fn):
         from gate.errors import GateError
