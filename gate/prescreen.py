@@ -46,7 +46,7 @@ from gate.policy import PrescreenBudget
 KV = ("attn2.to_k.weight", "attn2.to_v.weight")
 # the budget the small world's validation was measured with (results/prescreen/)
 VALIDATED_BUDGET = PrescreenBudget(latents=8, timesteps=(200, 500, 800), latent_size=None, weights=True)
-FORWARD_CHUNK = 8  # latents per UNet call
+FORWARD_CHUNK = 16  # latents per UNet call (twice that with the unconditional half)
 
 
 def token_embeddings(pipe, prompts: list[str]) -> torch.Tensor:
@@ -84,24 +84,33 @@ def _probe_latents(
     return torch.randn((budget.latents * n_prompts, cfg.in_channels, size, size), generator=g)
 
 
-def _side(pipe, prompts: list[str], lat: torch.Tensor, budget: PrescreenBudget) -> _Side:
+def _sides(pipe, prompt_sets: dict[str, list[str]], lat: dict[str, torch.Tensor], budget: PrescreenBudget):
+    """Every concept's probes on one model, batched together: the conditional and unconditional
+    predictions of all concepts' latents go through the UNet in as few calls as the chunk allows
+    (at SD size on a CPU a small-latent forward costs mostly the weights' reads, so one call of
+    many latents costs little more than one of a few)."""
     unet = pipe.unet
     dev, dt = unet.device, unet.dtype
-    out = _Side(token_embeddings(pipe, prompts))
+    names = list(prompt_sets)
+    out = {n: _Side(token_embeddings(pipe, prompt_sets[n])) for n in names}
     with torch.no_grad():
-        cond = token_states(pipe, prompts).repeat_interleave(budget.latents, 0)
+        cond = torch.cat([token_states(pipe, prompt_sets[n]).repeat_interleave(budget.latents, 0) for n in names])
         uncond = token_states(pipe, [""]).expand_as(cond)
-        x = lat.to(dev, dt)
+        x = torch.cat([lat[n] for n in names]).to(dev, dt)
+        sizes = [len(lat[n]) for n in names]
         for t in budget.timesteps:
             e_c, e_u = [], []
             for i in range(0, len(x), FORWARD_CHUNK):
                 xi = x[i : i + FORWARD_CHUNK]
-                tt = torch.full((len(xi),), t, dtype=torch.long, device=dev)
-                e_c.append(unet(xi, tt, encoder_hidden_states=cond[i : i + FORWARD_CHUNK]).sample.float().cpu())
-                e_u.append(unet(xi, tt, encoder_hidden_states=uncond[i : i + FORWARD_CHUNK]).sample.float().cpu())
-            ec, eu = torch.cat(e_c), torch.cat(e_u)
-            out.eps.append(ec)
-            out.guide.append(ec - eu)
+                k = len(xi)
+                tt = torch.full((2 * k,), t, dtype=torch.long, device=dev)
+                states = torch.cat([cond[i : i + k], uncond[i : i + k]])
+                e = unet(torch.cat([xi, xi]), tt, encoder_hidden_states=states).sample.float().cpu()
+                e_c.append(e[:k])
+                e_u.append(e[k:])
+            for n, ec, eu in zip(names, torch.cat(e_c).split(sizes), torch.cat(e_u).split(sizes), strict=True):
+                out[n].eps.append(ec)
+                out[n].guide.append(ec - eu)
     return out
 
 
@@ -193,10 +202,7 @@ class Screen:
         return r
 
     def probe(self, side: str, pipe) -> None:
-        ps = self.prompt_sets
-        self.sides[side] = self.timed(
-            side, lambda: {n: _side(pipe, p, self.lat[n], self.budget) for n, p in ps.items()}
-        )
+        self.sides[side] = self.timed(side, lambda: _sides(pipe, self.prompt_sets, self.lat, self.budget))
 
     def gather(self, cand_unet, unlearned: Any, original: Any) -> None:
         self.timed("weights", lambda: self.w.gather(cand_unet, unlearned, original))
