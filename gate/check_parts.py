@@ -108,7 +108,7 @@ def original_pipe(check):
         kind == "folder" and ck_kind == "folder" and path is not None and ck_path is not None
         and all(content_hash(path / d) == content_hash(ck_path / d) for d in ("tokenizer", "scheduler"))
     )  # fmt: skip
-    if same_text and check.pipe is not None:
+    if same_text and check.pipe is not None and path is not None:
         pipe = check.pipe
         if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
             pipe.unload_lora_weights()

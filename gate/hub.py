@@ -341,6 +341,7 @@ def fetch(wants: list[Want], *, dry_run: bool = False, log: Callable[[str], None
                 continue
             cache = str(w.cache_dir) if w.cache_dir else None
             if w.kind == "open_clip":
+                assert w.filename is not None  # an open_clip entry always names its weights file
                 hf_hub_download(w.repo, w.filename, revision=w.revision, cache_dir=cache)
             else:
                 snapshot_download(w.repo, revision=w.revision, cache_dir=cache,
