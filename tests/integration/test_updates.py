@@ -64,8 +64,9 @@ def _loaded(world_dir):
 
 
 def test_a_kohya_lora_is_applied_module_for_module(world_dir, world_pipe, tmp_path):
+    from gate.lora import injected_layers
     from gate.realarch import kohya_names, make_kohya_lora
-    from gate.updates import injected_layers, update_form
+    from gate.updates import update_form
 
     f = make_kohya_lora(world_dir / "sd", tmp_path / "k.safetensors")
     names = kohya_names(world_dir / "sd")

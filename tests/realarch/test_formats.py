@@ -80,9 +80,9 @@ def test_open_clip_loads_the_random_vit_l14(clip_l14_file):
 def test_every_kohya_module_is_applied(sd14_dir, sd14_kohya_lora):
     """The count of kohya modules in the file, per component, is the number of LoRA layers the
     gate's loader (diffusers + peft) injected, and so is what report.json records."""
+    from gate.lora import injected_layers, load_lora
     from gate.pipeline import load_pipeline
     from gate.realarch import kohya_names
-    from gate.updates import injected_layers, load_lora
     from gate.weights import read_safetensors_header
 
     keys = read_safetensors_header(sd14_kohya_lora)[0]
