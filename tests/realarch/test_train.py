@@ -8,7 +8,9 @@ SD size: more than this 23 GB machine can spare)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,18 @@ def gate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(["gate", *args], code, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture
+def scratch(tmp_path) -> Iterator[Path]:
+    """A folder for one SD-size output (an erased or fully fine-tuned model: about 4 GB in fp32),
+    deleted after the test whatever its outcome, so the tier holds at most one such output on
+    disk beside the cache (CI machines may have little disk to spare)."""
+    out = tmp_path / "out"
+    try:
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """Two captioned images (random pixels) in the diffusers training layout."""
@@ -59,11 +73,11 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("method", list(BUDGET))
-def test_erase_every_method(method, sd14_dir, tmp_path):
+def test_erase_every_method(method, sd14_dir, scratch):
     from gate.unlearn import METHODS
 
     assert set(BUDGET) == set(METHODS)  # every method is here
-    out = tmp_path / "erased"
+    out = scratch
     sets = [x for s in BUDGET[method] for x in ("--set", s)]
     extra = ["--gradient-checkpointing"] if method == "esd-x" else []
     p = gate("erase", "--method", method, "--concept", "a photo of a cat", "--preserve", "a photo of a dog",
@@ -81,8 +95,8 @@ def test_erase_every_method(method, sd14_dir, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
-def test_finetune_sd14(mode, sd14_dir, data_dir, tmp_path):
-    out = tmp_path / mode
+def test_finetune_sd14(mode, sd14_dir, data_dir, scratch):
+    out = scratch
     p = gate("finetune", "--checkpoint", str(sd14_dir), "--data", str(data_dir), "--out", str(out), "--mode", mode,
              "--steps", "2", "--batch-size", "1", "--resolution", RES, "--device", "cpu",
              "--gradient-checkpointing")  # fmt: skip
@@ -113,13 +127,17 @@ def test_precision_needs_cuda(sd14_dir, data_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sd14_uce(sd14_dir, tmp_path_factory) -> Path:
-    """An unlearned SD v1.4-size model: UCE (closed form, seconds) erasing a cat."""
+def sd14_uce(sd14_dir, tmp_path_factory) -> Iterator[Path]:
+    """An unlearned SD v1.4-size model: UCE (closed form, seconds) erasing a cat; deleted after
+    the module's tests."""
     out = tmp_path_factory.mktemp("uce") / "sd14-uce"
-    p = gate("erase", "--method", "uce", "--concept", "a photo of a cat", "--checkpoint", str(sd14_dir),
-             "--out", str(out), "--device", "cpu")  # fmt: skip
-    assert p.returncode == 0, p.stderr[-3000:]
-    return out
+    try:
+        p = gate("erase", "--method", "uce", "--concept", "a photo of a cat", "--checkpoint", str(sd14_dir),
+                 "--out", str(out), "--device", "cpu")  # fmt: skip
+        assert p.returncode == 0, p.stderr[-3000:]
+        yield out
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def test_prescreen_command(sd14_dir, sd14_uce, tmp_path):
