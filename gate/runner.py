@@ -370,6 +370,10 @@ def run_check(
     rep = check.report(results, time.perf_counter() - t0, check.screens)
     out_dir = Path(opts.report_dir)
     json_path = Path(opts.json_path) if opts.json_path else None
+    if opts.track:  # the model line's latest certificate (gate certify), linked from the report
+        from gate.certify.track import certificate_link
+
+        rep.certificate = certificate_link(rep, opts.model_line, opts.tracking_uri, warn)
     R.write_reports(rep, out_dir, results=results, json_path=json_path, warn=warn)
     outcome = CheckOutcome(rep, results, out_dir)
     if opts.track:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from gate import __version__
-from gate.cli import check, history, models, prescreen, study, theory, train, world
+from gate.cli import certify, check, history, models, prescreen, study, theory, train, world
 from gate.cli import plan as plan_cmd
 from gate.cli import policy as policy_cmd
 from gate.cli.common import Handler
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     world.register(sub)
     train.register(sub)
     check.register(sub)
+    certify.register(sub)
     history.register(sub)
     plan_cmd.register(sub)
     prescreen.register(sub)

@@ -63,6 +63,7 @@ class Report:
     merged_from: list[dict[str, Any]] | None = None  # set by gate merge
     pull_request: dict[str, Any] | None = None  # number, base_sha, head_sha, candidate, model_line (CI)
     warnings: list[str] = field(default_factory=list)
+    certificate: dict[str, Any] | None = None  # the model line's latest certificate (gate certify), linked
     extra: dict[str, Any] = field(default_factory=dict)  # keys of a newer writer, kept as they were
 
     # the order of keys on disk (as report version 1 wrote them)
@@ -71,7 +72,7 @@ class Report:
         "sampler", "device", "shard", "libraries", "detectors", "concepts", "cache", "timings_s", "wall_time_s",
         "finished_at", "git_commit",
     )  # fmt: skip
-    _OPTIONAL = ("prescreen", "merged_from", "warnings", "pull_request")
+    _OPTIONAL = ("prescreen", "merged_from", "warnings", "pull_request", "certificate")
 
     @property
     def inconclusive_fails(self) -> bool:

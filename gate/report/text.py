@@ -63,6 +63,7 @@ def markdown(report: Report, max_bytes: int = 900_000) -> str:
         f"checkpoint `{str(report.identity('checkpoint').get('sha256', ''))[:12]}`, update "
         f"`{str(report.identity('update').get('sha256', 'none'))[:12]}`, seed {report.seed}.",
         *_pull_request_lines(report),
+        *certificate_lines(report),
         "",
         "| concept | rule | baseline | candidate | 95% interval | threshold | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -79,6 +80,24 @@ def markdown(report: Report, max_bytes: int = 900_000) -> str:
     lines += ["", f"Reproduce: `{report.reproduce}`", ""]
     text = "\n".join(lines)
     return text if len(text.encode()) <= max_bytes else text[: max_bytes - 100] + "\n\n(truncated)\n"
+
+
+def certificate_lines(report: Report) -> list[str]:
+    """The model line's latest certificate (``gate certify``), when the check found one."""
+    cert = report.certificate
+    if not cert:
+        return []
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(float(cert.get("created_at", 0)), dt.UTC).strftime("%Y-%m-%d")
+    which = "this unlearned model" if cert.get("same_checkpoint") else "an EARLIER unlearned model of this line"
+    kind = "" if cert.get("standard") else ", non-standard recipe"
+    head = f": {cert['headline']}" if cert.get("headline") else ""
+    return [
+        "",
+        f"Latest certificate ({which}; {when}, recipe `{cert.get('recipe')}`{kind}, MLflow run "
+        f"`{cert.get('run_id')}`): **{str(cert.get('verdict')).upper()}**{head}",
+    ]
 
 
 def _pull_request_lines(report: Report) -> list[str]:
