@@ -24,6 +24,7 @@ def test_wheel_ships_the_world_policy_and_detector_entry_point(tmp_path):
     assert "gate/world/policies/small-world.yaml" in names
     assert "gate/world/assets/sd/model_index.json" in names and "gate/world/assets/clip/world-clip.safetensors" in names
     assert "gate/world/zoo/demo.json" in names
+    assert {f"gate/certify/recipes/{r}.yaml" for r in ("small-world", "sd1", "sd2")} <= names  # gate certify
     assert (
         "[resurgence_gate.detectors]" in entry_points
         and "world_clip = gate.world.detector:WorldCLIPDetector" in entry_points
