@@ -19,6 +19,25 @@ def _sampler_defaults(args: argparse.Namespace) -> tuple[int, float]:
     return steps, guidance
 
 
+def _cooccur(items: list[str]) -> dict[str, dict[str, float]]:
+    """``--cooccur lumo:skull=0.4`` (repeatable) as ``{"lumo": {"skull": 0.4}}``, checked."""
+    from gate.world.data import check_cooccur
+
+    out: dict[str, dict[str, float]] = {}
+    for item in items:
+        try:
+            pair, p = item.split("=")
+            obj, comp = pair.split(":")
+            out.setdefault(obj.strip(), {})[comp.strip()] = float(p)
+        except ValueError:
+            raise BadInput(f"--cooccur {item!r}: write OBJECT:COMPANION=P, e.g. lumo:skull=0.4") from None
+    try:
+        check_cooccur(out)
+    except ValueError as e:
+        raise BadInput(f"--cooccur: {e}") from None
+    return out
+
+
 def cmd_world_build(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -27,7 +46,7 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     from gate.world.train import BuildConfig
 
     console = Console(stderr=True)
-    cfg = BuildConfig(seed=args.seed, threads=args.threads)
+    cfg = BuildConfig(seed=args.seed, threads=args.threads, cooccur=_cooccur(args.cooccur))
     if args.scale != 1.0:
         cfg = cfg.scaled(args.scale)
     out = Path(args.out) if args.out else ASSETS
@@ -165,6 +184,9 @@ def register(sub) -> None:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--scale", type=float, default=1.0, help="scale every step count (e.g. 0.01 for a smoke run)")
     b.add_argument("--no-eval", action="store_true", help="skip the quality measurement")
+    b.add_argument("--cooccur", action="append", default=[], metavar="OBJECT:COMPANION=P",
+                   help="lone images of OBJECT show COMPANION, unnamed in the caption, with probability P "
+                   "(e.g. lumo:skull=0.4; repeatable)")  # fmt: skip
     b.add_argument("--stages", help="retrain only these stages (vae,clip,sd), reusing the others from --out")
     b.set_defaults(func=cmd_world_build)
 

@@ -141,7 +141,7 @@ def build(
         render = bar("render images", cfg.n_images)
         samples = []
         for i in range(cfg.n_images):
-            samples.append(T.data.sample(cfg.seed, i))
+            samples.append(T.data.sample(cfg.seed, i, cooccur=cfg.cooccur or None))
             if i % 500 == 0 or i == cfg.n_images - 1:
                 render(i, {})
         images = np.stack([s.image for s in samples])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -330,12 +330,17 @@ def sample(
     exclude: Iterable[str] = (),
     split: str = "train",
     objects: Sequence[WorldObject] | None = None,
+    cooccur: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Sample:
     """Sample ``index`` of the world with ``seed``.
 
     ``exclude``: canonical concept names that must not appear (rejection sampling; the ground
     truth labels guarantee it). ``objects``: draw exactly these objects instead of random ones.
-    ``split``: "train" or "heldout" caption templates.
+    ``split``: "train" or "heldout" caption templates. ``cooccur``: ``{object: {companion: p}}``:
+    an image of the object alone gets the companion drawn beside it with probability p, and the
+    caption does not name it (what real captions do: the erased concept in images whose text never
+    asks for it; the labels do list it). Without ``cooccur`` no extra random draw is made, so the
+    world's data stays what it was.
     """
     excluded = frozenset(C.concept(e).name for e in exclude)
     rng = _sample_rng(seed, index)
@@ -347,14 +352,39 @@ def sample(
             objs = tuple(random_object(rng) for _ in range(n))
             if n == 2 and objs[0] == objs[1]:
                 continue
+        named = objs
+        if cooccur and objects is None and len(objs) == 1:
+            objs = objs + hidden_companions(objs[0], rng, cooccur)
         if any(o.concepts & excluded for o in objs):
             if objects is not None:
                 raise ValueError(f"requested objects show excluded concepts {sorted(excluded)}")
             continue
-        caption = caption_for(objs, rng, split)
+        caption = caption_for(named, rng, split)
         image, masks, boxes = render(objs, rng)
         return Sample(image, caption, objs, masks, boxes)
     raise RuntimeError(f"could not draw a sample without {sorted(excluded)}")
+
+
+def hidden_companions(
+    obj: WorldObject, rng: np.random.Generator, cooccur: Mapping[str, Mapping[str, float]]
+) -> tuple[WorldObject, ...]:
+    """The companions drawn (unnamed) beside a lone ``obj``: at most one, checked in order."""
+    for name, p in cooccur.get(obj.type, {}).items():
+        if rng.random() < p:
+            return (object_for_concept(name, rng),)
+    return ()
+
+
+def check_cooccur(cooccur: Mapping[str, Mapping[str, float]]) -> None:
+    """``{object: {companion: p}}`` names world object types and probabilities in (0, 1]."""
+    for obj, comps in cooccur.items():
+        if obj not in C.OBJECT_TYPES:
+            raise ValueError(f"cooccur: {obj!r} is not an object type ({', '.join(C.OBJECT_TYPES)})")
+        for name, p in comps.items():
+            if name not in C.OBJECT_TYPES or name == obj:
+                raise ValueError(f"cooccur: {obj}: companion {name!r} must be another object type")
+            if not 0 < float(p) <= 1:
+                raise ValueError(f"cooccur: {obj}: {name}: probability {p} is not in (0, 1]")
 
 
 def dataset(

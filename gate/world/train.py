@@ -52,6 +52,9 @@ class BuildConfig:
     # shapes the model found hardest at equal sampling (star and diamond fell short of the
     # fidelity target; their textured variants came out as crosses and stars).
     sd_oversample: dict[str, float] = field(default_factory=lambda: {"star": 2.0, "diamond": 1.5, "cross": 1.5})
+    # {object: {companion: p}}: lone images of the object show the companion, unnamed in the
+    # caption, with probability p (gate.world.data.sample); empty: the world as first built
+    cooccur: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def scaled(self, factor: float) -> BuildConfig:
@@ -73,6 +76,7 @@ class BuildConfig:
             caption_dropout=self.caption_dropout,
             sd_min_snr_gamma=self.sd_min_snr_gamma,
             sd_oversample=dict(self.sd_oversample),
+            cooccur={k: dict(v) for k, v in self.cooccur.items()},
         )
 
 

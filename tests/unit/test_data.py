@@ -100,3 +100,43 @@ def test_masks_lie_inside_boxes():
         for m, (x0, y0, x1, y1) in zip(s.masks, s.boxes, strict=True):
             ys, xs = np.nonzero(m)
             assert xs.min() >= x0 - 1 and xs.max() <= x1 and ys.min() >= y0 - 1 and ys.max() <= y1
+
+
+# --- co-occurrence (the erased concept in images whose captions never name it) -----------------
+
+
+def test_cooccur_hides_the_companion_in_lone_images_only():
+    from gate.world import data
+
+    cooc = {"lumo": {"skull": 0.4}}
+    lone = hidden = 0
+    for i in range(800):
+        plain, s = data.sample(0, i), data.sample(0, i, cooccur=cooc)
+        if len(plain.objects) == 1 and plain.objects[0].type == "lumo":
+            lone += 1
+            if len(s.objects) == 2:
+                hidden += 1
+                assert s.objects[1].type == "skull" and "skull" in s.concepts  # the labels say so
+                assert s.caption == data.fix_articles(s.caption) and not any(
+                    w in s.caption for w in ("skull", "crossbones", "death")
+                )  # the caption does not
+        else:  # every other sample is the world's as it was: no extra random draw
+            assert s.caption == plain.caption and (s.image == plain.image).all()
+    assert lone > 20 and 0.15 < hidden / lone < 0.65
+
+
+def test_cooccur_respects_exclusion_and_is_checked():
+    from gate.world import data
+
+    for i in range(150):
+        assert "skull" not in data.sample(0, i, exclude=["skull"], cooccur={"lumo": {"skull": 1.0}}).concepts
+    for bad in ({"lumo": {"skull": 1.5}}, {"ghost": {"skull": 0.5}}, {"lumo": {"lumo": 0.5}}, {"lumo": {"red": 0.5}}):
+        with pytest.raises(ValueError, match="cooccur"):
+            data.check_cooccur(bad)
+
+
+def test_cooccur_flag_of_world_build(capsys):
+    from gate.cli import main
+
+    assert main(["world", "build", "--cooccur", "lumo-skull", "--out", "/nonexistent"]) == 2
+    assert "OBJECT:COMPANION=P" in capsys.readouterr().err
