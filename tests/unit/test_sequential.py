@@ -3,6 +3,7 @@ under continuous monitoring in fixed-seed simulations, monotonicity, and R's app
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -32,7 +33,7 @@ def test_rate_cs_inverts_the_e_value():
 def test_rate_cs_is_monotone_wider_than_wilson_and_shrinks():
     n = 64
     bs = [S.rate_cs(k, n) for k in range(n + 1)]
-    assert all(a.low <= b.low and a.high <= b.high for a, b in zip(bs, bs[1:], strict=False))
+    assert all(a.low <= b.low and a.high <= b.high for a, b in itertools.pairwise(bs))
     w = wilson(16, n)
     cs = S.rate_cs(16, n)
     assert cs.low < w.low and cs.high > w.high  # the price of being valid at every look
@@ -71,7 +72,7 @@ def test_betting_cs_covers_at_every_look_and_shrinks():
             ever += 1
     assert ever / runs < 0.05
     seq = S.betting_cs(rng.choice([0.0, 1.0], size=400))
-    assert all(a.low <= b.low and b.high <= a.high for a, b in zip(seq, seq[1:], strict=False))  # intersection
+    assert all(a.low <= b.low and b.high <= a.high for a, b in itertools.pairwise(seq))  # intersection
     assert seq[-1].high - seq[-1].low < 0.25
 
 
