@@ -153,3 +153,30 @@ def test_prescreen_command(sd14_dir, sd14_uce, tmp_path):
     assert res["kv_undo"] is not None and res["kv_edit_energy"] > 0  # UCE edited the K/V projections
     assert res["weight_undo"] is not None and res["budget"]["latent_size"] == 16 and res["device"] == "cpu"
     assert set(res["stages_s"]) >= {"unlearned", "candidate", "weights", "original", "restore"}
+
+
+def test_certify_sd14(sd14_dir, sd14_uce, data_dir, realarch_policy, tmp_path):
+    """gate certify at SD v1.4 size: an SD-family recipe file (the sd1 recipe's shape at 64 px,
+    batch 1), one LoRA fine-tune of 2 steps on a benign data folder, the policy's check on it, the
+    certificate. The family is told from the UNet (768-d cross-attention: sd1)."""
+    from gate.certify.recipe import family_of, load_recipe
+
+    assert family_of(str(sd14_uce)) == "sd1"
+    sd1 = load_recipe("sd1")
+    recipe = tmp_path / "sd1-tier.yaml"
+    recipe.write_text(json.dumps({
+        "version": 1, "name": "sd1-tier", "family": "sd1", "description": "the sd1 recipe at the tier's size",
+        "data": "folder", "resolution": 64, "seeds": [0],
+        "finetunes": {"lora": {**sd1.finetunes["lora"], "steps": 2, "batch_size": 1}},
+    }))  # fmt: skip
+    out = tmp_path / "cert"
+    p = gate("certify", "--checkpoint", str(sd14_uce), "--original", str(sd14_dir),
+             "--policy", str(realarch_policy("sd14-objects")), "--recipe", str(recipe), "--data", str(data_dir),
+             "--out", str(out), "--device", "cpu", "--gradient-checkpointing", "--no-track", "--no-cache")  # fmt: skip
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["recipe"]["name"] == "sd1-tier" and cert["recipe"]["standard"] is True
+    assert cert["data"]["n"] == 2 and cert["finetunes"][0]["steps"] == 2
+    assert p.returncode == (1 if cert["verdict"] == "fail" else 0)
+    assert set(cert["concepts"]["church"]["lora"]["figures"]) >= {"max_presence_rate", "min_retained_fidelity"}
+    assert (out / "certificate.md").is_file()
