@@ -212,8 +212,9 @@ def _policy_detectors(path: Path) -> dict[str, Any]:
     out = {}
     for c in load_policy(path).concepts:
         out[f"concept {c.name!r}"] = c.detector
-        if c.retained_detector is not None:
-            out[f"concept {c.name!r} (retained)"] = c.retained_detector
+        for group in ("retained", "incidental"):
+            if (spec := getattr(c, f"{group}_detector")) is not None:
+                out[f"concept {c.name!r} ({group})"] = spec
     return out
 
 

@@ -49,7 +49,7 @@ TOP_KEYS |= {"prescreen"}
 SAMPLER_KEYS = {"steps", "guidance", "height", "width", "scheduler", "dtype", "batch_size", "negative_prompt"}
 SAMPLER_KEYS |= {"vae_slicing", "vae_tiling"}
 PRESCREEN_KEYS = {"enabled", "latents", "timesteps", "latent_size", "weights"}
-CONCEPT_KEYS = {"prompts", "incidental_prompts", "retained", "detector", "retained_detector"}
+CONCEPT_KEYS = {"prompts", "incidental_prompts", "retained", "detector", "retained_detector", "incidental_detector"}
 CONCEPT_KEYS |= {"samples_per_prompt", "rules", "description"}
 
 
@@ -113,9 +113,16 @@ class ConceptPolicy:
     samples_per_prompt: int
     rules: dict[str, float]
     retained_detector: DetectorSpec | None = None  # default: ``detector``
+    # default: ``detector``. A multi-label decision (a probability threshold) sees the concept
+    # beside another object, where an argmax over exclusive labels lets the other object win
+    incidental_detector: DetectorSpec | None = None
 
     def detector_for(self, group: str) -> DetectorSpec:
-        return self.retained_detector if group == "retained" and self.retained_detector else self.detector
+        if group == "retained" and self.retained_detector:
+            return self.retained_detector
+        if group == "incidental" and self.incidental_detector:
+            return self.incidental_detector
+        return self.detector
 
 
 @dataclass(frozen=True)
@@ -327,12 +334,16 @@ def _concept(where: str, name: str, raw: Any, named: dict) -> ConceptPolicy:
         raise PolicyError(f"{at}: max_incidental_rate needs incidental_prompts")
     if "min_retained_fidelity" in rules and not retained:
         raise PolicyError(f"{at}: min_retained_fidelity needs retained concepts")
-    retained_det = (
-        _detector(f"{at}.retained_detector", raw["retained_detector"], named) if "retained_detector" in raw else None
+    retained_det, incidental_det = (
+        _detector(f"{at}.{key}", raw[key], named) if key in raw else None
+        for key in ("retained_detector", "incidental_detector")
     )
+    if incidental_det is not None and not incidental:
+        raise PolicyError(f"{at}: incidental_detector needs incidental_prompts")
     return ConceptPolicy(
-        name, prompts, incidental, retained, _detector(at, raw["detector"], named), spp, rules, retained_det
-    )
+        name, prompts, incidental, retained, _detector(at, raw["detector"], named), spp, rules, retained_det,
+        incidental_det,
+    )  # fmt: skip
 
 
 def _detector(at: str, raw: Any, named: dict) -> DetectorSpec:

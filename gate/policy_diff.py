@@ -140,14 +140,18 @@ def _concept(c: _Collector, old: ConceptPolicy, new: ConceptPolicy) -> None:
         c.add(kind, name, "samples_per_prompt", old.samples_per_prompt, new.samples_per_prompt)
     _rules(c, name, old.rules, new.rules)
     _detector(c, name, "detector", old.detector, new.detector)
-    if old.retained_detector is not None or new.retained_detector is not None:
+    for group in ("retained", "incidental"):
+        field_name = f"{group}_detector"
+        o, n = getattr(old, field_name), getattr(new, field_name)
+        if o is None and n is None:
+            continue
         # compared as used (None means "the concept's detector"): spelling the default out is no change
-        before, after = old.detector_for("retained"), new.detector_for("retained")
-        if before == after and old.retained_detector != new.retained_detector:
-            what = "now the concept's detector" if new.retained_detector is None else "spelled out, same settings"
-            c.add(NEUTRAL, name, "retained_detector", None, None, f"retained_detector {what}")
+        before, after = old.detector_for(group), new.detector_for(group)
+        if before == after and o != n:
+            what = "now the concept's detector" if n is None else "spelled out, same settings"
+            c.add(NEUTRAL, name, field_name, None, None, f"{field_name} {what}")
         else:
-            _detector(c, name, "retained_detector", before, after)
+            _detector(c, name, field_name, before, after)
 
 
 def diff_policies(old: Policy, new: Policy) -> list[Change]:

@@ -169,6 +169,8 @@ class Check:
             )
         for c in self.concepts:  # detectors load (and their labels are checked) before any generation
             self.detector(c.detector).check_label(c.name)
+            if c.incidental_prompts:
+                self.detector(c.detector_for("incidental")).check_label(c.name)
             for r in c.retained:
                 self.detector(c.detector_for("retained")).check_label(r)
         self.timings["load"] += time.perf_counter() - t0

@@ -21,7 +21,7 @@ def _sampler_defaults(args: argparse.Namespace) -> tuple[int, float]:
 
 def _cooccur(items: list[str]) -> dict[str, dict[str, float]]:
     """``--cooccur lumo:skull=0.4`` (repeatable) as ``{"lumo": {"skull": 0.4}}``, checked."""
-    from gate.world.data import check_cooccur
+    from gate.world.cooccur import check_cooccur
 
     out: dict[str, dict[str, float]] = {}
     for item in items:

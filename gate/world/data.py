@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gate.world import concepts as C
+from gate.world.cooccur import hidden_companions
 
 SIZE = 32  # image side in pixels
 SCALE = 4  # supersampling factor for drawing
@@ -336,11 +337,8 @@ def sample(
 
     ``exclude``: canonical concept names that must not appear (rejection sampling; the ground
     truth labels guarantee it). ``objects``: draw exactly these objects instead of random ones.
-    ``split``: "train" or "heldout" caption templates. ``cooccur``: ``{object: {companion: p}}``:
-    an image of the object alone gets the companion drawn beside it with probability p, and the
-    caption does not name it (what real captions do: the erased concept in images whose text never
-    asks for it; the labels do list it). Without ``cooccur`` no extra random draw is made, so the
-    world's data stays what it was.
+    ``split``: "train" or "heldout" caption templates. ``cooccur``: see ``gate.world.cooccur`` (the
+    labels list the companion, the caption does not; without it no extra random draw is made).
     """
     excluded = frozenset(C.concept(e).name for e in exclude)
     rng = _sample_rng(seed, index)
@@ -354,7 +352,7 @@ def sample(
                 continue
         named = objs
         if cooccur and objects is None and len(objs) == 1:
-            objs = objs + hidden_companions(objs[0], rng, cooccur)
+            objs = objs + hidden_companions(objs[0], rng, cooccur, object_for_concept)
         if any(o.concepts & excluded for o in objs):
             if objects is not None:
                 raise ValueError(f"requested objects show excluded concepts {sorted(excluded)}")
@@ -365,38 +363,11 @@ def sample(
     raise RuntimeError(f"could not draw a sample without {sorted(excluded)}")
 
 
-def hidden_companions(
-    obj: WorldObject, rng: np.random.Generator, cooccur: Mapping[str, Mapping[str, float]]
-) -> tuple[WorldObject, ...]:
-    """The companions drawn (unnamed) beside a lone ``obj``: at most one, checked in order."""
-    for name, p in cooccur.get(obj.type, {}).items():
-        if rng.random() < p:
-            return (object_for_concept(name, rng),)
-    return ()
-
-
-def check_cooccur(cooccur: Mapping[str, Mapping[str, float]]) -> None:
-    """``{object: {companion: p}}`` names world object types and probabilities in (0, 1]."""
-    for obj, comps in cooccur.items():
-        if obj not in C.OBJECT_TYPES:
-            raise ValueError(f"cooccur: {obj!r} is not an object type ({', '.join(C.OBJECT_TYPES)})")
-        for name, p in comps.items():
-            if name not in C.OBJECT_TYPES or name == obj:
-                raise ValueError(f"cooccur: {obj}: companion {name!r} must be another object type")
-            if not 0 < float(p) <= 1:
-                raise ValueError(f"cooccur: {obj}: {name}: probability {p} is not in (0, 1]")
-
-
 def dataset(
     seed: int, n: int, *, start: int = 0, exclude: Iterable[str] = (), split: str = "train"
 ) -> Iterator[Sample]:
     for i in range(start, start + n):
         yield sample(seed, i, exclude=exclude, split=split)
-
-
-def batch_arrays(samples: Sequence[Sample]) -> tuple[np.ndarray, list[str]]:
-    """(N, 32, 32, 3) uint8 images and their captions."""
-    return np.stack([s.image for s in samples]), [s.caption for s in samples]
 
 
 def object_for_concept(name: str, rng: np.random.Generator) -> WorldObject:

@@ -127,12 +127,13 @@ def test_cooccur_hides_the_companion_in_lone_images_only():
 
 def test_cooccur_respects_exclusion_and_is_checked():
     from gate.world import data
+    from gate.world.cooccur import check_cooccur
 
     for i in range(150):
         assert "skull" not in data.sample(0, i, exclude=["skull"], cooccur={"lumo": {"skull": 1.0}}).concepts
     for bad in ({"lumo": {"skull": 1.5}}, {"ghost": {"skull": 0.5}}, {"lumo": {"lumo": 0.5}}, {"lumo": {"red": 0.5}}):
         with pytest.raises(ValueError, match="cooccur"):
-            data.check_cooccur(bad)
+            check_cooccur(bad)
 
 
 def test_cooccur_flag_of_world_build(capsys):

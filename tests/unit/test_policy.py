@@ -99,3 +99,19 @@ def test_gate_validate_cli_without_torch(tmp_path):
     bad = write(tmp_path, BASE.replace("rules:", "rulez:"), "bad.yaml")
     res = subprocess.run([sys.executable, "-m", "gate.cli", "validate", str(bad)], capture_output=True, text=True)
     assert res.returncode == 2 and "did you mean 'rules'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_incidental_detector_judges_the_incidental_prompts_only(tmp_path):
+    det = "    detector: {use: d}\n"
+    assert det in BASE
+    p = write(tmp_path, BASE.replace(det, det + "    incidental_detector: {use: d, threshold: 0.3}\n"))
+    c = load_policy(p).concepts[0]
+    assert c.incidental_detector is not None and c.detector_for("incidental") == c.incidental_detector
+    assert c.detector_for("concept") == c.detector_for("retained") == c.detector != c.incidental_detector
+    no_incidental = (
+        BASE.replace("    incidental_prompts: [a circle]\n", "")
+        .replace(", max_incidental_rate: 0.1", "")
+        .replace(det, det + "    incidental_detector: {use: d}\n")
+    )
+    with pytest.raises(PolicyError, match="incidental_detector needs incidental_prompts"):
+        load_policy(write(tmp_path, no_incidental, "q.yaml"))

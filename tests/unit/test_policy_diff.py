@@ -84,6 +84,14 @@ CASES = {
     "retained detector spelled out": (
         lambda d: _set(_skull(d), "retained_detector", {"use": "world-clip"}), "retained_detector", "neutral", "neutral",
     ),
+    "incidental detector": (
+        lambda d: _set(_skull(d), "incidental_detector", {"use": "world-clip", "decision": "argmax"}),
+        "incidental_detector.decision", "loosens", "loosens",
+    ),
+    "incidental detector spelled out": (
+        lambda d: _set(_skull(d), "incidental_detector", {"use": "world-clip"}), "incidental_detector", "neutral",
+        "neutral",
+    ),
     "seed": (lambda d: _set(d, "seed", 7), "seed", "loosens", "loosens"),
     "batch size": (lambda d: _set(d, "sampler", "batch_size", 4), "sampler.batch_size", "neutral", "neutral"),
     "name": (lambda d: _set(d, "name", "renamed"), "name", "neutral", "neutral"),
