@@ -122,7 +122,7 @@ def certify(opts: CertifyOptions, *, progress=None, log: Log = _quiet, warn: Log
     policy = load_policy(opts.policy)
     opts.out.mkdir(parents=True, exist_ok=True)
     data, data_source = benign_data(opts, policy, log)
-    entries = []
+    entries, reports = [], []
     for mode_name in opts.recipe.finetunes:
         for seed in opts.recipe.seeds:
             folder, rec = _finetune(opts, data, mode_name, seed, progress, log)
@@ -138,8 +138,9 @@ def certify(opts: CertifyOptions, *, progress=None, log: Log = _quiet, warn: Log
                 progress=progress or (lambda name, total: lambda n: None), log=log, warn=warn,
             )  # fmt: skip
             report: Report = outcome.report
+            reports.append(report)
             entries.append(C.finetune_entry(label, rec["mode"], seed, rec, report, check_dir / "report.json"))
-    first = Report.from_json(json.loads((opts.out / "checks" / entries[0]["label"] / "report.json").read_text()))
+    first = reports[0]  # every check judged the same unlearned model, original and policy
     recipe = opts.recipe.as_record()
     summary = C.summarise(entries)
     verdict = C.overall_verdict(entries)
