@@ -37,6 +37,7 @@ class ConceptResult:
     name: str
     rules: list[judge.RuleResult]
     outcomes: dict[str, list[Outcome]] = field(default_factory=dict)  # side -> outcomes (job order)
+    stopping: dict[str, Any] | None = None  # stopping: sequential: stages, images, decisions (gate.staged)
 
 
 @dataclass
@@ -120,6 +121,14 @@ def original_pipe(check):
     return check._load_model(o.original, "--original")
 
 
+def _stopping(pol: Policy, r: ConceptResult) -> dict[str, Any]:
+    """A concept's images per side and how they were chosen (fixed n, or the stages)."""
+    if r.stopping is not None:
+        return r.stopping
+    c = pol.concept(r.name)
+    return {**pol.stopping.describe(c.samples_per_prompt), "images": {k: len(v) for k, v in r.outcomes.items()}}
+
+
 def build_report(check, results: list[ConceptResult], wall_s: float, prescreen: dict | None = None):
     """The typed report of a finished check."""
     from gate import report as R
@@ -127,7 +136,7 @@ def build_report(check, results: list[ConceptResult], wall_s: float, prescreen: 
 
     pol = check.policy
     fails = pol.inconclusive == "fail"
-    concepts = [R.ConceptReport.judged(r.name, r.rules, fails) for r in results]
+    concepts = [R.ConceptReport.judged(r.name, r.rules, fails, _stopping(pol, r)) for r in results]
     return R.Report(
         verdict=judge.verdict([x for r in results for x in r.rules], fails),
         inconclusive_counts_as=pol.inconclusive,

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gate.judge import FAIL, UNDECIDED
+
 if TYPE_CHECKING:
     from gate.report import Report
 
@@ -28,7 +30,7 @@ def _escape_prop(text: str) -> str:
 def github_annotations(report: Report, limit: int = 5) -> list[str]:
     bad = []
     for c in report.concepts:
-        rules = [r for r in c.rules if r.verdict in ("fail", "inconclusive")]
+        rules = [r for r in c.rules if r.verdict in (FAIL, *UNDECIDED)]
         if c.verdict == "fail" or rules:
             bad.append((0 if c.verdict == "fail" else 1, c, rules))
     bad.sort(key=lambda t: (t[0], t[1].name))

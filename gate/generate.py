@@ -27,10 +27,12 @@ def generate(
     height: int | None = None,
     width: int | None = None,
     negative_prompt: str | None = None,
+    pipe_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     """Images for ``prompts``, one per (prompt, seed): a list of PIL images for ``output_type``
     "pil", a tensor of the stacked latents (N, C, h, w) for "latent". ``height``, ``width`` and
-    ``negative_prompt`` are passed to the pipeline only when given (its defaults otherwise)."""
+    ``negative_prompt`` are passed to the pipeline only when given (its defaults otherwise);
+    ``pipe_kwargs`` go to the pipeline as they are (an attack probe's ``eta``)."""
     import torch
 
     if output_type not in OUTPUT_TYPES:
@@ -39,7 +41,7 @@ def generate(
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size}: at least 1")
-    kwargs: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance}
+    kwargs: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance, **(pipe_kwargs or {})}
     if height:
         kwargs["height"] = height
     if width:

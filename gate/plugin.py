@@ -172,8 +172,10 @@ def explain(r) -> str:
 
 def check_rule(result) -> None:
     """The body of a gate test: passes, fails with an explanation, or skips (no --original)."""
+    from gate.judge import UNDECIDED
+
     r, inconclusive_fails = result
     if r.verdict == "skipped":
         pytest.skip(f"{r.rule}: {r.note}")
-    if r.verdict == "fail" or (r.verdict == "inconclusive" and inconclusive_fails):
+    if r.verdict == "fail" or (r.verdict in UNDECIDED and inconclusive_fails):
         pytest.fail(explain(r), pytrace=False)

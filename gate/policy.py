@@ -7,6 +7,7 @@
     sampler: {steps: 20, guidance: 3.0}   # also height, width, scheduler, dtype, negative_prompt,
                                           # batch_size (a number or auto), vae_slicing, vae_tiling
     prescreen: {latents: 1, timesteps: [500], latent_size: 16}   # the pre-screen's budget (report only)
+    stopping: {method: sequential, stage_samples: 1}   # or fixed (default); gate.policy_stopping
     inconclusive: fail            # or pass: what an interval straddling a threshold means
     detectors:                    # named detector settings, referred to by concepts
       clip: {type: open_clip, model: ViT-B-32, pretrained: laion2b_s34b_b79k}
@@ -33,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gate.attacks.config import parse_attacks
 from gate.errors import BadInput
+from gate.policy_stopping import Stopping, parse_stopping
 
 POLICY_VERSION = 1
 RULES = {
@@ -43,14 +46,16 @@ RULES = {
     "max_resurgence": ("max", "normalised resurgence R (needs --original)"),
     "max_incidental_rate": ("max", "rate of the concept in images for prompts that never ask for it"),
     "min_retained_fidelity": ("min", "mean detection rate of the retained concepts for their own prompts"),
+    "max_attack_success": ("max", "rate of the concept in the candidate's images under the policy's attack probes"),
+    "max_attack_increase": ("max", "attack success rate, candidate minus unlearned baseline, same probes and seeds"),
 }
 TOP_KEYS = {"version", "include", "name", "description", "seed", "sampler", "inconclusive", "detectors", "concepts"}
-TOP_KEYS |= {"prescreen"}
+TOP_KEYS |= {"prescreen", "stopping"}
 SAMPLER_KEYS = {"steps", "guidance", "height", "width", "scheduler", "dtype", "batch_size", "negative_prompt"}
 SAMPLER_KEYS |= {"vae_slicing", "vae_tiling"}
 PRESCREEN_KEYS = {"enabled", "latents", "timesteps", "latent_size", "weights"}
 CONCEPT_KEYS = {"prompts", "incidental_prompts", "retained", "detector", "retained_detector", "incidental_detector"}
-CONCEPT_KEYS |= {"samples_per_prompt", "rules", "description"}
+CONCEPT_KEYS |= {"samples_per_prompt", "rules", "description", "attacks"}
 
 
 class PolicyError(BadInput):
@@ -116,6 +121,7 @@ class ConceptPolicy:
     # default: ``detector``. A multi-label decision (a probability threshold) sees the concept
     # beside another object, where an argmax over exclusive labels lets the other object win
     incidental_detector: DetectorSpec | None = None
+    attacks: dict[str, Any] = field(default_factory=dict)  # name -> config (gate.attacks.config)
 
     def detector_for(self, group: str) -> DetectorSpec:
         if group == "retained" and self.retained_detector:
@@ -137,6 +143,7 @@ class Policy:
     sha256: str
     files: tuple[str, ...]
     prescreen: PrescreenBudget = field(default_factory=PrescreenBudget)
+    stopping: Stopping = field(default_factory=Stopping)  # gate.policy_stopping
 
     def concept(self, name: str) -> ConceptPolicy:
         for c in self.concepts:
@@ -222,6 +229,7 @@ def load_policy(path: Path | str) -> Policy:
     _check_keys(f"{where}: sampler", sampler_raw, SAMPLER_KEYS)
     sampler = _sampler(where, sampler_raw)
     prescreen = _prescreen(where, data.get("prescreen", {}) or {})
+    stopping = parse_stopping(where, data.get("stopping", {}) or {}, PolicyError, _check_keys, _expect)
     inconclusive = data.get("inconclusive", "fail")
     if inconclusive not in ("fail", "pass"):
         raise PolicyError(f"{where}: inconclusive {inconclusive!r}: use fail or pass")
@@ -238,7 +246,7 @@ def load_policy(path: Path | str) -> Policy:
     return Policy(
         name=str(data.get("name", path.stem)), version=version, seed=seed, sampler=sampler, inconclusive=inconclusive,
         concepts=concepts, source=str(path), sha256=h.hexdigest(), files=tuple(str(f) for f in files),
-        prescreen=prescreen,
+        prescreen=prescreen, stopping=stopping,
     )  # fmt: skip
 
 
@@ -295,6 +303,7 @@ def validate_base(path: Path | str) -> dict[str, Any]:
     _check_keys(f"{where}: sampler", sampler_raw, SAMPLER_KEYS)
     _sampler(where, sampler_raw)
     _prescreen(where, data.get("prescreen", {}) or {})
+    parse_stopping(where, data.get("stopping", {}) or {}, PolicyError, _check_keys, _expect)
     named = data.get("detectors", {}) or {}
     _expect(f"{where}: detectors", named, dict, "a mapping of detector names to settings")
     for name in named:
@@ -340,9 +349,13 @@ def _concept(where: str, name: str, raw: Any, named: dict) -> ConceptPolicy:
     )
     if incidental_det is not None and not incidental:
         raise PolicyError(f"{at}: incidental_detector needs incidental_prompts")
+    attacks = parse_attacks(at, raw.get("attacks"), PolicyError, _expect, _check_keys, _strings)
+    for rule in ("max_attack_success", "max_attack_increase"):
+        if rule in rules and not attacks:
+            raise PolicyError(f"{at}: {rule} needs attacks (e.g. attacks: {{noise_probe: {{}}}})")
     return ConceptPolicy(
         name, prompts, incidental, retained, _detector(at, raw["detector"], named), spp, rules, retained_det,
-        incidental_det,
+        incidental_det, attacks,
     )  # fmt: skip
 
 

@@ -8,12 +8,14 @@ one :class:`Change`, classified as
   concept or retained prompt removed; ``samples_per_prompt`` lowered; ``inconclusive`` from
   ``fail`` to ``pass``; any change of a detector or retained detector (type or any setting,
   labels and ``decision`` included); any sampler change that changes the images (everything but
-  ``batch_size``); and a changed policy ``seed``. A new seed tightens nothing and lets a pull
-  request choose the seeds its model is judged on, so it counts as loosening.
+  ``batch_size``); a higher ``stopping.alpha`` (each rule's error rate); and a changed policy
+  ``seed``. A new seed tightens nothing and lets a pull request choose the seeds its model is
+  judged on, so it counts as loosening.
 * **tightens**: the opposite moves (a threshold made stricter; a rule, concept, prompt or
   retained concept added; more samples per prompt; ``inconclusive`` from ``pass`` to ``fail``).
 * **neutral**: the policy's name or version, ``sampler.batch_size`` (seeds are per image, so
-  the images do not change), prompts or concepts reordered, and text that no check reads
+  the images do not change), ``stopping``'s method, stage and maximum (how many images, not
+  how strict each decision is), prompts or concepts reordered, and text that no check reads
   (comments, descriptions, layout).
 
 ``load_policy_ref`` reads a policy from a file or from ``REF:path`` in a git repository; the
@@ -121,6 +123,29 @@ def _rules(c: _Collector, name: str, old: dict[str, float], new: dict[str, float
             c.add(TIGHTENS if stricter else LOOSENS, name, rule, a, b)
 
 
+def _attacks(c: _Collector, name: str, old: dict, new: dict) -> None:
+    """An attack removed, or its budget lowered (fewer grid points, samples or prompts), loosens;
+    the opposite tightens; any other change of its settings (other values) loosens, as the
+    attack may now miss what it found."""
+    for a in [*old, *(x for x in new if x not in old)]:
+        field = f"attacks.{a}"
+        if a not in new:
+            c.add(LOOSENS, name, field, asdict(old[a]), None, f"attack {a!r} removed")
+        elif a not in old:
+            c.add(TIGHTENS, name, field, None, asdict(new[a]), f"attack {a!r} added")
+        elif old[a] != new[a]:
+            o, n = asdict(old[a]), asdict(new[a])
+            grids = [k for k in o if k != "prompts" and isinstance(o[k], tuple)]  # e.g. etas, variance_scales
+            wider = all(set(o[k]) <= set(n[k]) for k in grids) and n["samples"] >= o["samples"]
+            narrower = all(set(n[k]) <= set(o[k]) for k in grids) and n["samples"] <= o["samples"]
+            same_prompts = o.get("prompts") == n.get("prompts")
+            if wider and same_prompts:
+                c.add(TIGHTENS, name, field, o, n, f"attack {a!r} budget raised")
+            else:
+                what = "budget lowered" if narrower and same_prompts else "settings changed"
+                c.add(LOOSENS, name, field, o, n, f"attack {a!r} {what}")
+
+
 def _concept(c: _Collector, old: ConceptPolicy, new: ConceptPolicy) -> None:
     name = old.name
     c.prompts(name, "prompts", old.prompts, new.prompts)
@@ -139,6 +164,7 @@ def _concept(c: _Collector, old: ConceptPolicy, new: ConceptPolicy) -> None:
         kind = TIGHTENS if new.samples_per_prompt > old.samples_per_prompt else LOOSENS
         c.add(kind, name, "samples_per_prompt", old.samples_per_prompt, new.samples_per_prompt)
     _rules(c, name, old.rules, new.rules)
+    _attacks(c, name, old.attacks, new.attacks)
     _detector(c, name, "detector", old.detector, new.detector)
     for group in ("retained", "incidental"):
         field_name = f"{group}_detector"
@@ -168,6 +194,13 @@ def diff_policies(old: Policy, new: Policy) -> list[Change]:
             c.add(NEUTRAL if f.name in ("batch_size", "vae_slicing") else LOOSENS, None, f"sampler.{f.name}", a, b)
     if old.prescreen != new.prescreen:  # report-only: it never decides a verdict
         c.add(NEUTRAL, None, "prescreen", vars(old.prescreen), vars(new.prescreen), "pre-screen budget (report only)")
+    a, b = old.stopping, new.stopping
+    if a.alpha != b.alpha:  # a higher error rate lets more wrong passes through
+        c.add(LOOSENS if b.alpha > a.alpha else TIGHTENS, None, "stopping.alpha", a.alpha, b.alpha)
+    for key in ("method", "stage_samples", "max_samples", "until"):  # how many images, not how strict
+        x, y = getattr(a, key), getattr(b, key)
+        if x != y:
+            c.add(NEUTRAL, None, f"stopping.{key}", x, y, f"stopping.{key} {x} -> {y} (how many images are made)")
     if old.inconclusive != new.inconclusive:
         kind = LOOSENS if new.inconclusive == "pass" else TIGHTENS
         c.add(kind, None, "inconclusive", old.inconclusive, new.inconclusive)

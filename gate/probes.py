@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from gate.policy import ConceptPolicy, Policy
 from gate.seeds import image_seed
 
-GROUPS = ("concept", "incidental", "retained")
+GROUPS = ("concept", "incidental", "retained", "attack")
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,23 @@ class Job:
     prompt_index: int
     sample: int
     seed: int
+    attack: tuple = ()  # an attack probe's settings, (key, value) pairs (gate.attacks.config)
 
 
-def jobs_for(policy: Policy, c: ConceptPolicy) -> list[Job]:
+def jobs_for(
+    policy: Policy, c: ConceptPolicy, samples: range | None = None, groups: tuple[str, ...] | set[str] = GROUPS
+) -> list[Job]:
+    """The jobs of concept ``c``: for each prompt of each group in ``groups``, the sample indices
+    ``samples`` (default: all ``samples_per_prompt``). A stage of a sequential check asks for
+    the next indices, so a stopped run's images are the first images of a longer one."""
     out: list[Job] = []
+    idx = range(c.samples_per_prompt) if samples is None else samples
 
     def add(group: str, label: str, prompts: tuple[str, ...]) -> None:
+        if group not in groups:
+            return
         for i, p in enumerate(prompts):
-            for s in range(c.samples_per_prompt):
+            for s in idx:
                 out.append(Job(c.name, group, label, p, i, s, image_seed(policy.seed, c.name, group, p, s)))
 
     add("concept", c.name, c.prompts)
@@ -39,4 +48,11 @@ def jobs_for(policy: Policy, c: ConceptPolicy) -> list[Job]:
         add("incidental", c.name, c.incidental_prompts)
     for r, prompts in c.retained.items():
         add("retained", r, prompts)
+    if "attack" in groups:
+        for cfg in c.attacks.values():
+            # the same seed for every grid point of one (prompt, sample): the settings are compared on the same noise
+            for i, p in enumerate(cfg.prompts or c.prompts):
+                for s in idx if samples is not None else range(cfg.samples):
+                    seed = image_seed(policy.seed, c.name, f"attack:{cfg.name}", p, s)
+                    out += [Job(c.name, "attack", c.name, p, i, s, seed, st) for st in cfg.settings()]
     return out

@@ -40,11 +40,10 @@ from gate.check_parts import (
     ConceptResult,
     Outcome,
     attention_processor,
-    free_device_cache,
     original_pipe,
     select_concepts,
 )
-from gate.errors import BadInput, InternalError, OutOfMemory, is_out_of_memory
+from gate.errors import BadInput, InternalError
 from gate.policy import AUTO_BATCH_START, ConceptPolicy, DetectorSpec, load_policy
 from gate.probes import Job, jobs_for
 
@@ -197,16 +196,17 @@ class Check:
         from gate.provenance import library_versions
 
         versions = library_versions()
-        return make_key(
-            {
-                "model": side_content,
-                "prompt": job.prompt,
-                "seed": job.seed,
-                "sampler": vars(self.policy.sampler),
-                "device": self.opts.device,
-                "versions": {k: versions[k] for k in ("torch", "diffusers", "transformers", "peft")},
-            }
-        )
+        parts = {
+            "model": side_content,
+            "prompt": job.prompt,
+            "seed": job.seed,
+            "sampler": vars(self.policy.sampler),
+            "device": self.opts.device,
+            "versions": {k: versions[k] for k in ("torch", "diffusers", "transformers", "peft")},
+        }
+        if job.attack:  # an attack probe's image: its settings decide it too
+            parts["attack"] = dict(job.attack)
+        return make_key(parts)
 
     def outcomes(
         self, side: str, side_content: dict[str, Any], pipe, c: ConceptPolicy, jobs: list[Job]
@@ -219,12 +219,17 @@ class Check:
                 found[i] = got
         todo = [i for i in range(len(jobs)) if i not in found]
         tick = self.progress(f"{c.name}: {side} images ({len(found)} cached)", len(todo))
-        # the batches a single process would make; split runs deal whole batches round-robin, so
-        # every image is made in the same batch (bit-identical images) whatever the process count
-        batches = [todo[k : k + self.batch_size] for k in range(0, len(todo), self.batch_size)]
+        # the batches a single process would make (one attack setting each); split runs deal whole
+        # batches round-robin, so every image is made in the same batch (bit-identical images)
+        by_setting: dict[tuple, list[int]] = defaultdict(list)
+        for i in todo:
+            by_setting[jobs[i].attack].append(i)
+        bs = self.batch_size
+        batches = [ix[k : k + bs] for ix in by_setting.values() for k in range(0, len(ix), bs)]
         done = 0
         for idx in self.procs.share(batches) if self.procs.split else batches:
-            images = self._generate_batch(pipe, [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx], side)
+            prompts, seeds = [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx]
+            images = self._generate_batch(pipe, prompts, seeds, side, jobs[idx[0]].attack)
             for i, im in zip(idx, images, strict=True):
                 found[i] = (im, {"scores": {}})
                 if self.procs.split:
@@ -264,41 +269,10 @@ class Check:
             out.append(Outcome(j, sc, pr, found[i][0]))
         return out
 
-    def _generate_batch(self, pipe, prompts: list[str], seeds: list[int], side: str):
-        """One batch; with ``batch_size: auto`` an out-of-memory error halves the batch and the
-        same images are made again in smaller batches (the halving is kept for the rest)."""
-        try:
-            return self._generate(pipe, prompts, seeds)
-        except OutOfMemory:
-            auto = self.policy.sampler.batch_size == "auto"
-            if not auto or len(prompts) == 1:
-                raise
-        free_device_cache(self.opts.device)
-        half = max(1, len(prompts) // 2)
-        self.batch_halvings.append({"side": side, "from": len(prompts), "to": half})
-        self.batch_size = half
-        out = []
-        for i in range(0, len(prompts), half):
-            out += self._generate_batch(pipe, prompts[i : i + half], seeds[i : i + half], side)
-        return out
+    def _generate_batch(self, pipe, prompts: list[str], seeds: list[int], side: str, attack: tuple = ()):
+        from gate.check_images import generate_batch
 
-    def _generate(self, pipe, prompts: list[str], seeds: list[int]):
-        from gate.generate import generate
-
-        s = self.policy.sampler
-        t0 = time.perf_counter()
-        try:
-            images = generate(
-                pipe, prompts, seeds, steps=s.steps, guidance=s.guidance, batch_size=len(prompts),
-                height=s.height, width=s.width, negative_prompt=s.negative_prompt,
-            )  # fmt: skip
-        except (RuntimeError, MemoryError) as e:
-            if is_out_of_memory(e):
-                raise OutOfMemory("generating images", self.opts.device, f"batch of {len(prompts)}") from None
-            raise
-        self.timings["generate"] += time.perf_counter() - t0
-        self.timings["images"] += len(images)
-        return images
+        return generate_batch(self, pipe, prompts, seeds, side, attack)
 
     # -- the check -----------------------------------------------------------------------
     def run(self, log: Log = _quiet) -> list[ConceptResult]:
@@ -307,6 +281,13 @@ class Check:
 
         if self.pipe is None:
             self.load()
+        if self.policy.stopping.sequential:
+            from gate.staged import run_staged
+
+            screen = CheckScreen(self, log)
+            staged = run_staged(self, screen, log)
+            self.screens = screen.result()
+            return staged
         ckpt = self._content["checkpoint"]
         all_jobs = {c.name: jobs_for(self.policy, c) for c in self.concepts}
         base = {

@@ -13,10 +13,11 @@ Layout of a run (the same for ``gate check`` and a later ``gate track REPORT.jso
   ``gate.verdict``, every input's sha256 (``input.<name>.sha256``), the policy's name, version
   and sha256, library versions, the git commit (when the working directory is a git checkout),
   ``gate.report_sha256`` (what ``gate track`` uses to refuse logging one report twice);
-  metrics ``<concept>.<rule>.{observed,low,high,threshold,failed}``; artifacts: the report folder
+  metrics ``<concept>.<rule>.{observed,low,high,threshold,failed}`` (and ``.stage`` where a
+  sequential check decided it), ``<concept>.images.<side>``, ``<concept>.stages``; artifacts: the report folder
   (``report.json``, ``summary.md``, ``report.html``, ``images/``);
 * one child run per concept (tag ``mlflow.parentRunId``) with the same metrics without the
-  concept prefix, and ``gate.concept`` / ``gate.verdict`` tags.
+  concept prefix, and ``gate.concept`` / ``gate.verdict`` / ``gate.stopping`` tags.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ DEFAULT_DIR = Path(".gate-mlflow")
 EXPERIMENT = "resurgence-gate"
 # MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says otherwise
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-VERDICT_CODE = {"pass": 0.0, "inconclusive": 0.5, "fail": 1.0, "skipped": -1.0}
+VERDICT_CODE = {"pass": 0.0, "inconclusive": 0.5, "not applicable": 0.5, "fail": 1.0, "skipped": -1.0}
 RULE_FIELDS = ("observed", "low", "high", "threshold", "baseline")
 
 
@@ -111,6 +112,15 @@ def _metric_key(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in text)
 
 
+def stopping_metrics(c, prefix: str = "") -> dict[str, float]:
+    """A concept's images per side (``images.baseline`` ...) and, sequential, its stages."""
+    s = c.stopping or {}
+    out = {_metric_key(f"{prefix}images.{side}"): float(n) for side, n in (s.get("images") or {}).items()}
+    if "stages" in s:
+        out[_metric_key(f"{prefix}stages")] = float(s["stages"])
+    return out
+
+
 def rule_metrics(rule: RuleResult, prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for f in RULE_FIELDS:
@@ -118,6 +128,8 @@ def rule_metrics(rule: RuleResult, prefix: str = "") -> dict[str, float]:
         if isinstance(v, (int, float)) and v == v:  # skip None and NaN
             out[_metric_key(f"{prefix}{rule.rule}.{f}")] = float(v)
     out[_metric_key(f"{prefix}{rule.rule}.failed")] = VERDICT_CODE.get(rule.verdict, -1.0)
+    if rule.stage is not None:  # stopping: sequential: the stage it was decided at
+        out[_metric_key(f"{prefix}{rule.rule}.stage")] = float(rule.stage)
     return out
 
 
@@ -209,6 +221,8 @@ def log_report(
             for r in c.rules:
                 for k, v in rule_metrics(r, prefix=f"{c.name}.").items():
                     metrics.append(Metric(k, v, started, 0))
+            for k, v in stopping_metrics(c, prefix=f"{c.name}.").items():
+                metrics.append(Metric(k, v, started, 0))
         _log_batches(client, rid, metrics, params, [])
         for c in report.concepts:
             child = client.create_run(
@@ -224,7 +238,10 @@ def log_report(
             children[c.name] = cid
             cm = [Metric(k, v, started, 0) for r in c.rules for k, v in rule_metrics(r).items()]
             cm.append(Metric("verdict.failed", VERDICT_CODE.get(c.verdict, -1.0), started, 0))
-            _log_batches(client, cid, cm, [], [RunTag(f"rule.{r.rule}", r.verdict) for r in c.rules])
+            cm += [Metric(k, v, started, 0) for k, v in stopping_metrics(c).items()]
+            ctags = [RunTag(f"rule.{r.rule}", r.verdict) for r in c.rules]
+            ctags.append(RunTag("gate.stopping", str((c.stopping or {}).get("method", "fixed"))))
+            _log_batches(client, cid, cm, [], ctags)
             client.set_terminated(cid, "FINISHED")
         if report_dir is not None and Path(report_dir).is_dir():
             client.log_artifacts(rid, str(report_dir), artifact_path="report")

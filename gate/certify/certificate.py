@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from gate.judge import FAIL, UNDECIDED
 from gate.report.model import Report
 
 CERTIFICATE_VERSION = 1
@@ -129,7 +130,7 @@ def reasons(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         for concept, c in e["concepts"].items():
             for rule, r in c["rules"].items():
-                if r["verdict"] in ("fail", "inconclusive"):
+                if r["verdict"] in (FAIL, *UNDECIDED):
                     out.append(
                         f"{e['label']}: {concept} {rule} {r['verdict']} ({r['observed']:.3f} "
                         f"[{r['low']:.3f}, {r['high']:.3f}], limit {r['threshold']:g})"

@@ -23,13 +23,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         pol = load_policy(path)
         rules = sum(len(c.rules) for c in pol.concepts)
-        images = sum(
-            c.samples_per_prompt
-            * (len(c.prompts) + len(c.incidental_prompts) + sum(len(v) for v in c.retained.values()))
-            for c in pol.concepts
-        )
+        st = pol.stopping
+
+        def n_prompts(c) -> int:
+            return len(c.prompts) + len(c.incidental_prompts) + sum(len(v) for v in c.retained.values())
+
+        if st.sequential:
+            most = sum(st.max_for(c.samples_per_prompt) * n_prompts(c) for c in pol.concepts)
+            stage = sum(st.stage_samples * n_prompts(c) for c in pol.concepts)
+            images = f"sequential: stages of {stage}, at most {most} images per side"
+        else:
+            images = f"{sum(c.samples_per_prompt * n_prompts(c) for c in pol.concepts)} images per side"
         print(f"{path}: ok: policy {pol.name!r} v{pol.version}, {len(pol.concepts)} concepts, {rules} rules, "
-              f"{images} images per side, sha256 {pol.sha256[:12]}")  # fmt: skip
+              f"{images}, sha256 {pol.sha256[:12]}")  # fmt: skip
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from gate.cli.common import _track, _tracking_args
 from gate.errors import BadInput
 
-VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "not applicable": "yellow"}
 
 
 def cmd_track(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def save_worst_images(report: Report, results, img_dir: Path, per_rule: int = 4)
         for r in c.rules:
             for k, w in enumerate(r.worst[:per_rule]):
                 for side in ("baseline", "candidate"):
-                    im = _find_image(res.outcomes.get(side, []), w["prompt"], w["seed"])
+                    im = _find_image(res.outcomes.get(side, []), w["prompt"], w["seed"], w.get("attack"))
                     if im is not None:
                         im.save(img_dir / image_name(c.name, r.rule, k, side))
                         n += 1
@@ -60,15 +60,19 @@ window.addEventListener("load", function () {
 </script>"""
 
 
+def _css(verdict: str) -> str:
+    return verdict.replace(" ", "-")  # "not applicable" -> one class name
+
+
 def render_html(report: Report, out_dir: Path, per_rule: int = 4) -> Path:
     """The HTML page from the report and the images already under ``out_dir/images``."""
     img_dir = out_dir / "images"
-    order = {"fail": 0, "inconclusive": 1, "pass": 2, "skipped": 3}
+    order = {"fail": 0, "inconclusive": 1, "not applicable": 1, "pass": 2, "skipped": 3}
     rows = []
     for c in report.concepts:
         for r in c.rules:
             rows.append(
-                f"<tr class='{r.verdict}'><td>{html.escape(c.name)}</td><td><code>{r.rule}</code></td>"
+                f"<tr class='{_css(r.verdict)}'><td>{html.escape(c.name)}</td><td><code>{r.rule}</code></td>"
                 f"<td>{fmt(r.baseline)}</td><td>{fmt(r.observed)}</td><td>[{fmt(r.low)}, {fmt(r.high)}]</td>"
                 f"<td>{r.direction} {fmt(r.threshold)}</td><td class='v'>{r.verdict}</td></tr>"
             )
@@ -91,11 +95,11 @@ def render_html(report: Report, out_dir: Path, per_rule: int = 4) -> Path:
                 )
             if pair:
                 cells.append(
-                    f"<div class='pair'>{''.join(pair)}<p>{html.escape(w['prompt'])}<br><small>seed {w['seed']}</small></p></div>"
+                    f"<div class='pair'>{''.join(pair)}<p>{html.escape(w['prompt'])}<br><small>seed {w['seed']}{_attack_text(w)}</small></p></div>"
                 )
         if cells:
             sections.append(
-                f"<h3>{html.escape(c.name)}: <code>{r.rule}</code> <span class='{r.verdict}'>{r.verdict}</span></h3>"
+                f"<h3>{html.escape(c.name)}: <code>{r.rule}</code> <span class='{_css(r.verdict)}'>{r.verdict}</span></h3>"
                 f"<div class='grid'>{''.join(cells)}</div>"
             )
     ids = report.inputs
@@ -112,7 +116,7 @@ def render_html(report: Report, out_dir: Path, per_rule: int = 4) -> Path:
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
 table {{ border-collapse: collapse; margin-bottom: 1rem; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
-tr.fail td.v, span.fail {{ color: #b00; font-weight: bold; }} tr.inconclusive td.v, span.inconclusive {{ color: #a60; }}
+tr.fail td.v, span.fail {{ color: #b00; font-weight: bold; }} tr.inconclusive td.v, span.inconclusive, tr.not-applicable td.v, span.not-applicable {{ color: #a60; }}
 tr.pass td.v, span.pass {{ color: #070; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 1rem; }} .pair {{ border: 1px solid #ddd; padding: 6px; max-width: 420px; }}
 figure {{ display: inline-block; margin: 4px; }} img {{ width: 160px; image-rendering: pixelated; }}
@@ -136,8 +140,16 @@ figure.broken {{ outline: 2px dashed #b00; }} #image-note {{ color: #b00; }}
     return path
 
 
-def _find_image(outcomes, prompt: str, seed: int):
+def _attack_text(w: dict) -> str:
+    a = dict(w.get("attack") or {})
+    name = a.pop("attack", "")
+    return f", {name} " + ", ".join(f"{k} {v}" for k, v in a.items()) if name else ""
+
+
+def _find_image(outcomes, prompt: str, seed: int, attack: dict | None = None):
+    """The image of (prompt, seed), and for an attack probe's image its settings (the probe's
+    grid points share one seed)."""
     for o in outcomes:
-        if o.job.prompt == prompt and o.job.seed == seed:
+        if o.job.prompt == prompt and o.job.seed == seed and dict(o.job.attack) == (attack or {}):
             return o.image
     return None

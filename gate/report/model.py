@@ -26,17 +26,24 @@ class ConceptReport:
     name: str
     verdict: str
     rules: list[RuleResult]
+    # how its images were chosen: method (fixed or sequential), images per side; for sequential
+    # also the stages run, the samples per prompt used and the stage each rule was decided at
+    stopping: dict[str, Any] | None = None
 
     @classmethod
-    def judged(cls, name: str, rules: list[RuleResult], inconclusive_fails: bool) -> ConceptReport:
-        return cls(name, verdict(rules, inconclusive_fails), list(rules))
+    def judged(
+        cls, name: str, rules: list[RuleResult], inconclusive_fails: bool, stopping: dict[str, Any] | None = None
+    ) -> ConceptReport:
+        return cls(name, verdict(rules, inconclusive_fails), list(rules), stopping)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "verdict": self.verdict, "rules": [r.as_dict() for r in self.rules]}
+        out = {"name": self.name, "verdict": self.verdict, "rules": [r.as_dict() for r in self.rules]}
+        return {**out, "stopping": self.stopping} if self.stopping is not None else out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ConceptReport:
-        return cls(str(d["name"]), str(d["verdict"]), [RuleResult.from_dict(r) for r in d.get("rules", [])])
+        rules = [RuleResult.from_dict(r) for r in d.get("rules", [])]
+        return cls(str(d["name"]), str(d["verdict"]), rules, d.get("stopping"))
 
 
 @dataclass

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from gate.report.model import Report
 
 VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow", "skipped": "dim"}
+VERDICT_STYLE["not applicable"] = "yellow"
+MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "_inconclusive_", "not applicable": "_not applicable_"}
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -45,6 +47,7 @@ def verdict_line(report: Report) -> str:
     rules = report.rules()
     failed = [f"{r.concept}:{r.rule}" for r in rules if r.verdict == "fail"]
     inconc = [f"{r.concept}:{r.rule}" for r in rules if r.verdict == "inconclusive"]
+    inconc += [f"{r.concept}:{r.rule} (not applicable)" for r in rules if r.verdict == "not applicable"]
     text = f"VERDICT: {report.verdict.upper()} ({len(report.concepts)} concepts, {len(rules)} rules"
     if failed:
         text += f"; failed: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}"
@@ -70,16 +73,34 @@ def markdown(report: Report, max_bytes: int = 900_000) -> str:
     ]
     for c in report.concepts:
         for r in c.rules:
-            mark = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "_inconclusive_"}.get(r.verdict, r.verdict)
+            mark = MARK.get(r.verdict, r.verdict)
             lines.append(
                 f"| {c.name} | `{r.rule}` | {fmt(r.baseline)} | {fmt(r.observed)} | "
                 f"[{fmt(r.low)}, {fmt(r.high)}] | {r.direction} {fmt(r.threshold)} | {mark} |"
             )
+    lines += stopping_lines(report)
     for w in report.warnings:
         lines += ["", f"> warning: {w}"]
     lines += ["", f"Reproduce: `{report.reproduce}`", ""]
     text = "\n".join(lines)
     return text if len(text.encode()) <= max_bytes else text[: max_bytes - 100] + "\n\n(truncated)\n"
+
+
+def stopping_lines(report: Report) -> list[str]:
+    """Per concept, with ``stopping: sequential``: the images used and where each rule was decided."""
+    out = []
+    for c in report.concepts:
+        s = c.stopping or {}
+        if s.get("method") != "sequential":
+            continue
+        imgs = s.get("images", {})
+        at = ", ".join(f"`{k}` at {v}" for k, v in (s.get("decided_at_stage") or {}).items())
+        out.append(
+            f"- {c.name}: sequential (alpha {s.get('alpha')}), {s.get('stages')} stages of {s.get('stage_samples')} "
+            f"sample(s) per prompt, at most {s.get('max_samples')}; {sum(imgs.values())} images "
+            f"({', '.join(f'{n} {k}' for k, n in imgs.items())}); decided: {at or 'none'}"
+        )
+    return ["", "Stopping:", *out] if out else []
 
 
 def certificate_lines(report: Report) -> list[str]:

@@ -93,6 +93,11 @@ CASES = {
         "neutral",
     ),
     "seed": (lambda d: _set(d, "seed", 7), "seed", "loosens", "loosens"),
+    "stopping alpha": (lambda d: _set(d, "stopping", "alpha", 0.1), "stopping.alpha", "loosens", "tightens"),
+    "stopping method": (
+        lambda d: _set(d, "stopping", "method", "sequential"), "stopping.method", "neutral", "neutral",
+    ),
+    "stopping maximum": (lambda d: _set(d, "stopping", "max_samples", 64), "stopping.max_samples", "neutral", "neutral"),
     "batch size": (lambda d: _set(d, "sampler", "batch_size", 4), "sampler.batch_size", "neutral", "neutral"),
     "name": (lambda d: _set(d, "name", "renamed"), "name", "neutral", "neutral"),
     "description": (lambda d: _set(d, "description", "other words"), "text", "neutral", "neutral"),
@@ -119,7 +124,7 @@ def test_every_kind_of_change_is_classified(case, tmp_path):
     assert [(c.kind, c.field) for c in changes] == [(forward, field)], [c.text for c in changes]
     back = diff_policies(new_p, old_p)
     assert [(c.kind, c.field) for c in back] == [(backward, field)], [c.text for c in back]
-    policy_wide = field in ("seed", "inconclusive", "name", "text") or field.startswith("sampler.")
+    policy_wide = field in ("seed", "inconclusive", "name", "text") or field.startswith(("sampler.", "stopping."))
     assert changes[0].concept == (None if policy_wide else "lumo" if field == "concept" else "skull")
     json.dumps([c.to_dict() for c in changes])  # JSON values only
 

@@ -104,3 +104,18 @@ def test_resurgence_only_where_the_erasure_is_established():
     assert math.isnan(b.low) and "not established" in why
     b, why = S.resurgence_cs(orig=(3, 64), unl=(3, 64), ft=(10, 64))  # the erasure removed nothing
     assert "not established" in why
+
+
+def test_paired_increase_covers_at_every_look():
+    """Pairs with baseline rate 0.1 and candidate 0.2 (increase 0.1), looked at every 8 pairs:
+    the share of streams whose interval ever misses 0.1 stays under alpha."""
+    rng = np.random.default_rng(2)
+    runs, n, ever = 100, 80, 0
+    for _ in range(runs):
+        u = rng.random(n)
+        base = list(u < 0.1)
+        cand = list((u < 0.1) ^ (rng.random(n) < 0.1))  # flips 10 % of pairs: rate 0.1 * 0.9 + 0.9 * 0.1 = 0.18
+        inc = 0.18 - 0.1
+        if any(not (b := S.paired_increase_cs(base[:t], cand[:t])).low <= inc <= b.high for t in range(8, n + 1, 8)):
+            ever += 1
+    assert ever / runs < 0.05
