@@ -129,6 +129,24 @@ def _stopping(pol: Policy, r: ConceptResult) -> dict[str, Any]:
     return {**pol.stopping.describe(c.samples_per_prompt), "images": {k: len(v) for k, v in r.outcomes.items()}}
 
 
+def _attacks(check, r: ConceptResult) -> dict[str, Any] | None:
+    """A concept's attacks: per attack, each side's images and success rate, and for a learned
+    attack its targets and each side's learning record (``gate.attacks.runtime``)."""
+    from gate.attacks.runtime import attack_rates
+
+    c = check.policy.concept(r.name)
+    if not c.attacks:
+        return None
+    rates = attack_rates(r.outcomes)
+    ev = check.attacks.evidence.get(r.name, {})
+    out = {}
+    for name in c.attacks:
+        extra = {k: ({kk: vv for kk, vv in v.items() if kk != "_file"} if isinstance(v, dict) else v)
+                 for k, v in ev.get(name, {}).items()}  # fmt: skip
+        out[name] = {"success": rates.get(name, {}), **extra}
+    return out
+
+
 def build_report(check, results: list[ConceptResult], wall_s: float, prescreen: dict | None = None):
     """The typed report of a finished check."""
     from gate import report as R
@@ -136,7 +154,7 @@ def build_report(check, results: list[ConceptResult], wall_s: float, prescreen: 
 
     pol = check.policy
     fails = pol.inconclusive == "fail"
-    concepts = [R.ConceptReport.judged(r.name, r.rules, fails, _stopping(pol, r)) for r in results]
+    concepts = [R.ConceptReport.judged(r.name, r.rules, fails, _stopping(pol, r), _attacks(check, r)) for r in results]
     return R.Report(
         verdict=judge.verdict([x for r in results for x in r.rules], fails),
         inconclusive_counts_as=pol.inconclusive,

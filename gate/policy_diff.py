@@ -124,25 +124,25 @@ def _rules(c: _Collector, name: str, old: dict[str, float], new: dict[str, float
 
 
 def _attacks(c: _Collector, name: str, old: dict, new: dict) -> None:
-    """An attack removed, or its budget lowered (fewer grid points, samples or prompts), loosens;
-    the opposite tightens; any other change of its settings (other values) loosens, as the
-    attack may now miss what it found."""
+    """An attack removed, or its budget lowered (fewer grid points, samples, steps, restarts,
+    target images or templates: each config's ``compare``), loosens; the opposite tightens; any
+    other change of its settings (other values, another learning rate) loosens, as the attack may
+    now miss what it found."""
     for a in [*old, *(x for x in new if x not in old)]:
         field = f"attacks.{a}"
         if a not in new:
             c.add(LOOSENS, name, field, asdict(old[a]), None, f"attack {a!r} removed")
         elif a not in old:
             c.add(TIGHTENS, name, field, None, asdict(new[a]), f"attack {a!r} added")
-        elif old[a] != new[a]:
+        else:
+            how = old[a].compare(new[a])
+            if how == "same":
+                continue
             o, n = asdict(old[a]), asdict(new[a])
-            grids = [k for k in o if k != "prompts" and isinstance(o[k], tuple)]  # e.g. etas, variance_scales
-            wider = all(set(o[k]) <= set(n[k]) for k in grids) and n["samples"] >= o["samples"]
-            narrower = all(set(n[k]) <= set(o[k]) for k in grids) and n["samples"] <= o["samples"]
-            same_prompts = o.get("prompts") == n.get("prompts")
-            if wider and same_prompts:
+            if how == "raised":
                 c.add(TIGHTENS, name, field, o, n, f"attack {a!r} budget raised")
             else:
-                what = "budget lowered" if narrower and same_prompts else "settings changed"
+                what = "budget lowered" if how == "lowered" else "settings changed"
                 c.add(LOOSENS, name, field, o, n, f"attack {a!r} {what}")
 
 

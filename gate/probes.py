@@ -51,8 +51,18 @@ def jobs_for(
     if "attack" in groups:
         for cfg in c.attacks.values():
             # the same seed for every grid point of one (prompt, sample): the settings are compared on the same noise
-            for i, p in enumerate(cfg.prompts or c.prompts):
-                for s in idx if samples is not None else range(cfg.samples):
+            for i, p in enumerate(cfg.probe_prompts(c.name, c.prompts)):
+                for s in attack_samples(cfg.samples, samples):
                     seed = image_seed(policy.seed, c.name, f"attack:{cfg.name}", p, s)
                     out += [Job(c.name, "attack", c.name, p, i, s, seed, st) for st in cfg.settings()]
     return out
+
+
+def attack_samples(fixed: int, samples: range | None) -> range:
+    """An attack's sample indices: its own ``samples`` at fixed n; in a stage, the stage's indices
+    up to ``DEFAULT_MAX_FACTOR`` x its ``samples`` (an attack's maximum, as a concept's is 4 x n)."""
+    from gate.policy_stopping import DEFAULT_MAX_FACTOR
+
+    if samples is None:
+        return range(fixed)
+    return range(samples.start, max(samples.start, min(samples.stop, DEFAULT_MAX_FACTOR * fixed)))

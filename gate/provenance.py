@@ -73,6 +73,15 @@ def write_json_atomic(path: Path | str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Writes bytes to a temporary file beside ``path``, then renames it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

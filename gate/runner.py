@@ -118,6 +118,9 @@ class Check:
         self.attention: str | None = None
         self.screens: dict[str, Any] = {}  # the pre-screen's scores (report only)
         self.in_place_original = False
+        from gate.attacks.runtime import AttackRuntime
+
+        self.attacks = AttackRuntime(self)  # learned attacks: targets, per-side learning, evidence
 
     # -- models ------------------------------------------------------------------------
     def _dtype(self):
@@ -166,6 +169,7 @@ class Check:
             resolve_checkpoint(
                 self.opts.original, config=self.opts.config, allow_pickle=self.opts.allow_pickle, flag="--original"
             )
+        self.attacks.preflight()
         for c in self.concepts:  # detectors load (and their labels are checked) before any generation
             self.detector(c.detector).check_label(c.name)
             if c.incidental_prompts:
@@ -204,8 +208,9 @@ class Check:
             "device": self.opts.device,
             "versions": {k: versions[k] for k in ("torch", "diffusers", "transformers", "peft")},
         }
-        if job.attack:  # an attack probe's image: its settings decide it too
+        if job.attack:  # an attack probe's image: its settings (and a learned attack's targets) decide it too
             parts["attack"] = dict(job.attack)
+            parts.update(self.attacks.key_parts(job))
         return make_key(parts)
 
     def outcomes(
@@ -227,15 +232,17 @@ class Check:
         bs = self.batch_size
         batches = [ix[k : k + bs] for ix in by_setting.values() for k in range(0, len(ix), bs)]
         done = 0
-        for idx in self.procs.share(batches) if self.procs.split else batches:
-            prompts, seeds = [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx]
-            images = self._generate_batch(pipe, prompts, seeds, side, jobs[idx[0]].attack)
-            for i, im in zip(idx, images, strict=True):
-                found[i] = (im, {"scores": {}})
-                if self.procs.split:
-                    self.cache.put(keys[i], im, found[i][1])
-            done += len(idx)
-            tick(done * (self.procs.world if self.procs.split else 1))
+        with self.attacks.generating(side, side_content, pipe, c, [jobs[i] for i in todo]) as around:
+            for idx in self.procs.share(batches) if self.procs.split else batches:
+                prompts, seeds = [jobs[i].prompt for i in idx], [jobs[i].seed for i in idx]
+                with around(jobs[idx[0]].attack):
+                    images = self._generate_batch(pipe, prompts, seeds, side, jobs[idx[0]].attack)
+                for i, im in zip(idx, images, strict=True):
+                    found[i] = (im, {"scores": {}})
+                    if self.procs.split:
+                        self.cache.put(keys[i], im, found[i][1])
+                done += len(idx)
+                tick(done * (self.procs.world if self.procs.split else 1))
         if self.procs.split:
             self.procs.barrier()  # every process's share is in the cache now
             if not self.procs.is_main:
@@ -281,6 +288,7 @@ class Check:
 
         if self.pipe is None:
             self.load()
+        self.attacks.prepare_targets()  # a learned attack's targets (the original's images), before any side learns
         if self.policy.stopping.sequential:
             from gate.staged import run_staged
 
@@ -350,8 +358,9 @@ def run_check(
     results = check.run(log)
     if not check.procs.is_main:
         return CheckOutcome(None, [], Path(opts.report_dir))  # this process made its share of the images
-    rep = check.report(results, time.perf_counter() - t0, check.screens)
     out_dir = Path(opts.report_dir)
+    check.attacks.write_evidence(out_dir)  # the learned embeddings beside the report (named in it)
+    rep = check.report(results, time.perf_counter() - t0, check.screens)
     json_path = Path(opts.json_path) if opts.json_path else None
     if opts.track:  # the model line's latest certificate (gate certify), linked from the report
         from gate.certify.track import certificate_link

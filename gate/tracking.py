@@ -121,6 +121,21 @@ def stopping_metrics(c, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def attack_metrics(c, prefix: str = "") -> dict[str, float]:
+    """A concept's attack probes: per attack and side, ``attack.<name>.<side>.success`` and
+    ``.images`` (a learned attack also its kept restart's ``eval_loss``)."""
+    out: dict[str, float] = {}
+    for name, a in (c.attacks or {}).items():
+        for side, r in (a.get("success") or {}).items():
+            out[_metric_key(f"{prefix}attack.{name}.{side}.success")] = float(r["success"])
+            out[_metric_key(f"{prefix}attack.{name}.{side}.images")] = float(r["images"])
+        for side in ("baseline", "candidate"):
+            losses = (a.get(side) or {}).get("restart_eval_losses") or []
+            if losses:
+                out[_metric_key(f"{prefix}attack.{name}.{side}.eval_loss")] = float(min(losses))
+    return out
+
+
 def rule_metrics(rule: RuleResult, prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
     for f in RULE_FIELDS:
@@ -221,7 +236,7 @@ def log_report(
             for r in c.rules:
                 for k, v in rule_metrics(r, prefix=f"{c.name}.").items():
                     metrics.append(Metric(k, v, started, 0))
-            for k, v in stopping_metrics(c, prefix=f"{c.name}.").items():
+            for k, v in {**stopping_metrics(c, prefix=f"{c.name}."), **attack_metrics(c, f"{c.name}.")}.items():
                 metrics.append(Metric(k, v, started, 0))
         _log_batches(client, rid, metrics, params, [])
         for c in report.concepts:
@@ -238,7 +253,7 @@ def log_report(
             children[c.name] = cid
             cm = [Metric(k, v, started, 0) for r in c.rules for k, v in rule_metrics(r).items()]
             cm.append(Metric("verdict.failed", VERDICT_CODE.get(c.verdict, -1.0), started, 0))
-            cm += [Metric(k, v, started, 0) for k, v in stopping_metrics(c).items()]
+            cm += [Metric(k, v, started, 0) for k, v in {**stopping_metrics(c), **attack_metrics(c)}.items()]
             ctags = [RunTag(f"rule.{r.rule}", r.verdict) for r in c.rules]
             ctags.append(RunTag("gate.stopping", str((c.stopping or {}).get("method", "fixed"))))
             _log_batches(client, cid, cm, [], ctags)

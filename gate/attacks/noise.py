@@ -96,12 +96,15 @@ def noise_probe_sampling(pipe, settings: dict[str, Any]) -> Iterator[dict[str, A
 
 
 SAMPLERS = {"noise_probe": noise_probe_sampling}
+PLAIN_SAMPLING = ("textual_inversion",)  # its learned token is loaded around the batch (gate.attacks.runtime)
 
 
 def attack_sampling(pipe, attack: tuple):
     """The sampling context of a job's attack settings (``Job.attack``)."""
     settings = dict(attack)
     name = settings.pop("attack")
+    if name in PLAIN_SAMPLING:  # its images are sampled as usual (the prompt carries the attack)
+        return contextlib.nullcontext({})
     if name not in SAMPLERS:
         raise ValueError(f"unknown attack {name!r}")
     return SAMPLERS[name](pipe, settings)

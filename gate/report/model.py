@@ -29,21 +29,29 @@ class ConceptReport:
     # how its images were chosen: method (fixed or sequential), images per side; for sequential
     # also the stages run, the samples per prompt used and the stage each rule was decided at
     stopping: dict[str, Any] | None = None
+    # attack probes: per attack, each side's images and success rate; a learned attack's targets,
+    # learning records and embedding files (in the report folder)
+    attacks: dict[str, Any] | None = None
 
     @classmethod
     def judged(
-        cls, name: str, rules: list[RuleResult], inconclusive_fails: bool, stopping: dict[str, Any] | None = None
-    ) -> ConceptReport:
-        return cls(name, verdict(rules, inconclusive_fails), list(rules), stopping)
+        cls, name: str, rules: list[RuleResult], inconclusive_fails: bool, stopping: dict[str, Any] | None = None,
+        attacks: dict[str, Any] | None = None,
+    ) -> ConceptReport:  # fmt: skip
+        return cls(name, verdict(rules, inconclusive_fails), list(rules), stopping, attacks)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"name": self.name, "verdict": self.verdict, "rules": [r.as_dict() for r in self.rules]}
-        return {**out, "stopping": self.stopping} if self.stopping is not None else out
+        out: dict[str, Any] = {"name": self.name, "verdict": self.verdict, "rules": [r.as_dict() for r in self.rules]}
+        if self.stopping is not None:
+            out["stopping"] = self.stopping
+        if self.attacks is not None:
+            out["attacks"] = self.attacks
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ConceptReport:
         rules = [RuleResult.from_dict(r) for r in d.get("rules", [])]
-        return cls(str(d["name"]), str(d["verdict"]), rules, d.get("stopping"))
+        return cls(str(d["name"]), str(d["verdict"]), rules, d.get("stopping"), d.get("attacks"))
 
 
 @dataclass

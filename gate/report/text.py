@@ -79,6 +79,7 @@ def markdown(report: Report, max_bytes: int = 900_000) -> str:
                 f"[{fmt(r.low)}, {fmt(r.high)}] | {r.direction} {fmt(r.threshold)} | {mark} |"
             )
     lines += stopping_lines(report)
+    lines += attack_lines(report)
     for w in report.warnings:
         lines += ["", f"> warning: {w}"]
     lines += ["", f"Reproduce: `{report.reproduce}`", ""]
@@ -101,6 +102,26 @@ def stopping_lines(report: Report) -> list[str]:
             f"({', '.join(f'{n} {k}' for k, n in imgs.items())}); decided: {at or 'none'}"
         )
     return ["", "Stopping:", *out] if out else []
+
+
+def attack_lines(report: Report) -> list[str]:
+    """Per concept and attack probe: each side's success rate, and a learned attack's targets and
+    embedding files (evidence a reviewer can load with diffusers' ``load_textual_inversion``)."""
+    out = []
+    for c in report.concepts:
+        for name, a in (c.attacks or {}).items():
+            succ = a.get("success") or {}
+            rates = ", ".join(f"{side} {r['success']:.3f} of {r['images']}" for side, r in succ.items())
+            line = f"- {c.name}, `{name}`: success {rates or 'no images'}"
+            t = a.get("targets")
+            if t:
+                det = f", concept detected in {t['detected']:.2f} of them" if "detected" in t else ""
+                line += f"; targets: {t['n']} images ({t['source']}{det}, sha256 {str(t['sha256'])[:12]})"
+            files = [f"`{a[s]['embedding']}`" for s in ("baseline", "candidate") if (a.get(s) or {}).get("embedding")]
+            if files:
+                line += f"; learned embeddings: {', '.join(files)}"
+            out.append(line)
+    return ["", "Attack probes:", *out] if out else []
 
 
 def certificate_lines(report: Report) -> list[str]:
