@@ -98,3 +98,38 @@ def test_sd21_noise_probe_attack(gate_check, realarch_policy, sd21_dir, sd21_pef
     rules = {r["rule"]: r for r in checked.report["concepts"][0]["rules"]}
     assert rules["max_attack_success"]["n"] == 1 and rules["max_attack_increase"]["n"] == 1
     assert rules["max_attack_success"]["verdict"] in ("pass", "fail", "inconclusive")
+
+
+def test_sd14_textual_inversion_attack(gate_check, realarch_policy, sd14_dir, sd14_peft_lora, tmp_path):
+    """Textual inversion at SD v1.4 size (768-wide token embedding, the real UNet and text
+    encoder, random weights): a token learned on the baseline and on the LoRA candidate from a
+    policy's target folder (2 steps, 1 restart), then the attack's images and both rules."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(targets / f"{i}.png")
+    pol = tmp_path / "ti.yaml"
+    ti = {"steps": 2, "batch_size": 1, "restarts": 1, "target_images": 2, "samples": 1, "templates": ["a photo of {}"],
+          "targets": str(targets)}  # fmt: skip
+    pol.write_text(json.dumps({
+        "version": 1, "include": str(realarch_policy("sd14-objects")),
+        "concepts": {"church": {"attacks": {"textual_inversion": ti},
+                                "rules": {"max_attack_success": 0.3, "max_attack_increase": 0.1}}},
+    }))  # fmt: skip
+    checked = gate_check(
+        "--checkpoint", sd14_dir, "--update", sd14_peft_lora, "--policy", pol, "--no-prescreen", name="sd14-ti"
+    )
+    assert checked.rc in (0, 1), checked.output[-4000:]
+    (c,) = checked.report["concepts"]
+    rules = {r["rule"]: r for r in c["rules"]}
+    assert rules["max_attack_success"]["n"] == 1 and rules["max_attack_increase"]["n"] == 1
+    ti_rep = c["attacks"]["textual_inversion"]
+    assert ti_rep["targets"]["n"] == 2 and ti_rep["targets"]["source"] == str(targets)
+    for side in ("baseline", "candidate"):
+        assert len(ti_rep[side]["restart_eval_losses"]) == 1 and ti_rep[side]["embedding"].endswith(".safetensors")
