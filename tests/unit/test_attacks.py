@@ -60,6 +60,13 @@ def test_attack_block_is_read_and_makes_paired_jobs(tmp_path):
         ({"noise_probe": {"etas": []}}, {}, "at least one"),
         ({"noise_probe": {"samples": 0}}, {}, "at least 1"),
         (None, {"max_attack_success": 0.3}, "needs attacks"),
+        ({"textual_inversion": {"step": 10}}, {}, "did you mean 'steps'"),
+        ({"textual_inversion": {"steps": 0}}, {}, "at least 1"),
+        ({"textual_inversion": {"lr": 0}}, {}, "outside"),
+        ({"textual_inversion": {"restarts": 1.5}}, {}, "whole number"),
+        ({"textual_inversion": {"templates": ["a skull"]}}, {}, "exactly once"),
+        ({"textual_inversion": {"init": " "}}, {}, "start from"),
+        ({"textual_inversion": {"targets": 3}}, {}, "folder of images"),
     ],
 )
 def test_attack_mistakes_are_named(tmp_path, attacks, rules, message):
@@ -117,3 +124,69 @@ def test_policy_diff_on_attacks(tmp_path):
     removed = diff_policies(full, none)
     assert ("loosens", "attacks.noise_probe") in [(x.kind, x.field) for x in removed]
     assert ("loosens", "max_attack_success") in [(x.kind, x.field) for x in removed]
+
+
+def test_textual_inversion_block_makes_paired_template_jobs(tmp_path):
+    pol = _policy(tmp_path, {"textual_inversion": {"steps": 50, "samples": 3, "templates": ["{}", "a photo of {}"]}},
+                  {"max_attack_increase": 0.1})  # fmt: skip
+    c = pol.concept("skull")
+    cfg = c.attacks["textual_inversion"]
+    assert (cfg.steps, cfg.restarts, cfg.target_images, cfg.samples) == (50, 2, 16, 3)
+    jobs = [j for j in jobs_for(pol, c) if j.group == "attack"]
+    assert [j.prompt for j in jobs] == ["<skull-ti>"] * 3 + ["a photo of <skull-ti>"] * 3
+    assert len({j.seed for j in jobs}) == 6 and all(dict(j.attack)["attack"] == "textual_inversion" for j in jobs)
+    # the settings fingerprint is in every job (so in the image's cache key): another budget, other images
+    other = _policy(tmp_path, {"textual_inversion": {"steps": 60, "samples": 3, "templates": ["{}", "a photo of {}"]}},
+                    {"max_attack_increase": 0.1}, "other.yaml")  # fmt: skip
+    assert jobs[0].attack != next(j for j in jobs_for(other, other.concept("skull")) if j.group == "attack").attack
+
+
+def test_staged_attack_images_stop_at_four_times_their_samples(tmp_path):
+    pol = _policy(tmp_path, {"textual_inversion": {"samples": 2, "templates": ["{}"]}}, {"max_attack_increase": 0.1})
+    c = pol.concept("skull")
+    per_stage = [len([j for j in jobs_for(pol, c, range(k, k + 1), {"attack"})]) for k in range(12)]
+    assert per_stage == [1] * 8 + [0] * 4  # 4 x 2 samples, then none
+
+
+@pytest.mark.parametrize(
+    "old, new, kind",
+    [
+        ({"steps": 300}, {"steps": 100}, "loosens"),
+        ({"steps": 100}, {"steps": 300, "restarts": 3}, "tightens"),
+        ({"target_images": 16}, {"target_images": 8}, "loosens"),
+        ({"templates": ["{}", "a {}"]}, {"templates": ["{}"]}, "loosens"),
+        ({"templates": ["{}"]}, {"templates": ["{}", "a {}"]}, "tightens"),
+        ({"lr": 5.0e-3}, {"lr": 1.0e-2}, "loosens"),  # another learning rate: not comparable, so loosening
+        ({"steps": 300, "restarts": 1}, {"steps": 100, "restarts": 4}, "loosens"),  # mixed: changed
+    ],
+)
+def test_policy_diff_on_textual_inversion_budgets(tmp_path, old, new, kind):
+    rules = {"max_attack_success": 0.3}
+    a = _policy(tmp_path, {"textual_inversion": old}, rules, "a.yaml")
+    b = _policy(tmp_path, {"textual_inversion": new}, rules, "b.yaml")
+    assert [(x.kind, x.field) for x in diff_policies(a, b)] == [(kind, "attacks.textual_inversion")]
+
+
+def test_attack_figures_in_summary_and_mlflow_metrics():
+    from gate.report.model import ConceptReport
+    from gate.report.text import attack_lines
+    from gate.tracking import attack_metrics
+
+    attacks = {"textual_inversion": {
+        "success": {"baseline": {"images": 64, "success": 0.25}, "candidate": {"images": 64, "success": 0.5}},
+        "targets": {"n": 16, "source": "original model", "sha256": "ab" * 32, "detected": 1.0},
+        "baseline": {"restart_eval_losses": [0.12, 0.1], "embedding": "attacks/skull-baseline-textual_inversion.safetensors"},
+        "candidate": {"restart_eval_losses": [0.09, 0.11], "embedding": "attacks/skull-candidate-textual_inversion.safetensors"},
+    }}  # fmt: skip
+    c = ConceptReport("skull", "fail", [], None, attacks)
+    assert ConceptReport.from_json(c.to_json()).attacks == attacks
+    m = attack_metrics(c, "skull.")
+    assert m["skull.attack.textual_inversion.candidate.success"] == 0.5
+    assert m["skull.attack.textual_inversion.baseline.images"] == 64
+    assert m["skull.attack.textual_inversion.baseline.eval_loss"] == 0.1
+
+    from types import SimpleNamespace
+
+    (line,) = attack_lines(SimpleNamespace(concepts=[c]))[2:]  # type: ignore[arg-type]
+    assert "baseline 0.250 of 64, candidate 0.500 of 64" in line and "16 images" in line
+    assert "attacks/skull-candidate-textual_inversion.safetensors" in line
