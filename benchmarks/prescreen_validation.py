@@ -71,8 +71,10 @@ def reliability(study, keys: list[str], splits: int = 20) -> dict | None:
     if len(keys) < 3:
         return None
     cells = []
+    from gate.world.study.rows import parse_key
+
     for key in keys:
-        _, tag, concept, _, _ = key.split("|")
+        tag, concept = (parse_key(key)[k] for k in ("tag", "concept"))
         rows = study.rows
         cells.append([unbits(rows[k]["hits"]) for k in (f"original|{concept}", f"unlearned|{tag}|{concept}", key)])
     n = min(len(c[2]) for c in cells)
@@ -99,6 +101,7 @@ def main() -> None:
     from gate.world import concepts as C
     from gate.world import zoo
     from gate.world.study import Study, load_config, table
+    from gate.world.study.rows import parse_key
 
     cfg = load_config(args.study)
     study = Study(cfg, log=lambda m: None)
@@ -109,9 +112,11 @@ def main() -> None:
     for key, r in recs.items():
         if r["stage"] != "finetuned" or r.get("R") is None:
             continue
-        _, tag, concept, ft_name, step = key.split("|")
+        k = parse_key(key)
+        tag, concept, ft_name, step = k["tag"], k["concept"], k["finetune"], k["step"]
         base = cfg.work / "models" / f"{tag}-{concept}"
-        folder = cfg.work / "finetunes" / f"{tag}-{concept}-{ft_name}"
+        # the fine-tune's folder is in its row since fine-tuning seeds were studied; before, by name
+        folder = cfg.work / "finetunes" / study.rows[key].get("ft_folder", f"{tag}-{concept}-{ft_name}")
         final = json.loads((folder / "finetune.json").read_text()) if (folder / "finetune.json").is_file() else None
         if final is None or not base.is_dir():
             continue
@@ -162,10 +167,13 @@ def main() -> None:
     for key, r in recs.items():
         if r["stage"] != "finetuned" or r.get("R") is None or r["factor"] not in ("similarity", ""):
             continue
-        _, tag, concept, ft_name, step = key.split("|")
+        k = parse_key(key)
+        tag, concept, ft_name, step = k["tag"], k["concept"], k["finetune"], k["step"]
         if tag != "esd-x" or concept != "skull" or (ft_name != "main" and not ft_name.startswith("data-")):
             continue
-        last = max(int(k.split("|")[-1]) for k in recs if k.startswith(f"finetuned|{tag}|{concept}|{ft_name}|"))
+        if k["seed"] is not None:  # the fine-tunes of the study's own seed (one R per data set)
+            continue
+        last = max(parse_key(x)["step"] for x in recs if x.startswith(f"finetuned|{tag}|{concept}|{ft_name}|"))
         if int(step) != last:
             continue
         require = ft_name.removeprefix("data-") if ft_name.startswith("data-") else None

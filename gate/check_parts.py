@@ -132,7 +132,7 @@ def _stopping(pol: Policy, r: ConceptResult) -> dict[str, Any]:
 def _attacks(check, r: ConceptResult) -> dict[str, Any] | None:
     """A concept's attacks: per attack, each side's images and success rate, and for a learned
     attack its targets and each side's learning record (``gate.attacks.runtime``)."""
-    from gate.attacks.runtime import attack_rates
+    from gate.attacks.rates import attack_rates
 
     c = check.policy.concept(r.name)
     if not c.attacks:

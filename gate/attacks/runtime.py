@@ -258,21 +258,3 @@ class AttackRuntime:
                         shutil.copyfile(src, report_dir / rel)
                         rec["embedding"] = str(rel)
                         rec["embedding_sha256"] = hashlib.sha256((report_dir / rel).read_bytes()).hexdigest()
-
-
-def attack_rates(outcomes: dict[str, list]) -> dict[str, dict[str, Any]]:
-    """Per attack: images and the concept's detection rate on each side (the report's breakdown
-    of the pooled ``max_attack_*`` rules)."""
-    out: dict[str, dict[str, Any]] = {}
-    for side, outs in outcomes.items():
-        for o in outs:
-            if o.job.group != "attack":
-                continue
-            name = dict(o.job.attack).get("attack", "?")
-            d = out.setdefault(name, {}).setdefault(side, [0, 0])
-            d[0] += int(o.present)
-            d[1] += 1
-    return {
-        name: {side: {"images": n, "success": round(k / n, 4)} for side, (k, n) in sides.items()}
-        for name, sides in out.items()
-    }

@@ -74,11 +74,39 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, steps: int, 
     return shared_generate(pipe, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch)
 
 
-def concept_images(pipe, name: str, *, n: int, seed: int, steps: int, guidance: float, split: str = "heldout"):
-    """The ``n`` images of a measurement of concept ``name``: its prompts of ``split`` and the
-    seeds ``gate.seeds.sample_seeds(seed, n)`` (the same for every model, so rates pair up)."""
-    prompts = [p for p, _ in data.concept_prompts(name, n, seed, split=split)]
+def concept_images(
+    pipe,
+    name: str,
+    *,
+    n: int,
+    seed: int,
+    steps: int,
+    guidance: float,
+    split: str = "heldout",
+    avoid: Sequence[str] = (),
+):
+    """The ``n`` images of a measurement of concept ``name``: its prompts of ``split`` (none of
+    which asks for a concept of ``avoid``: ``prompts_avoiding``) and the seeds
+    ``gate.seeds.sample_seeds(seed, n)`` (the same for every model, so rates pair up)."""
+    prompts = prompts_avoiding(name, n, seed, avoid, split=split)
     return generate(pipe, prompts, sample_seeds(seed, n), steps=steps, guidance=guidance)
+
+
+def prompts_avoiding(name: str, n: int, seed: int, avoid: Sequence[str], split: str = "heldout") -> list[str]:
+    """The first ``n`` prompts of ``data.concept_prompts(name, ..., seed)`` whose object shows no
+    concept of ``avoid``: a retained shape's prompts never ask for an erased texture or colour
+    ("a striped red circle"). Where no object can show one (an object erased, another retained),
+    these are exactly the first ``n`` prompts."""
+    skip = {C.concept(a).name for a in avoid} - {C.concept(name).name}
+    m = n
+    while True:
+        got = [p for p, obj in data.concept_prompts(name, m, seed, split=split) if not obj.concepts & skip]
+        if len(got) >= n or m > 64 * (n + 1):
+            break
+        m *= 2
+    if len(got) < n:
+        raise ValueError(f"too few prompts for {name!r} that avoid {sorted(skip)}")
+    return got[:n]
 
 
 def _timed_rate(pipe, clip: WorldCLIP, name: str, *, n: int, seed: int, steps: int, guidance: float, split: str):
@@ -91,8 +119,21 @@ def _timed_rate(pipe, clip: WorldCLIP, name: str, *, n: int, seed: int, steps: i
 
 def retained_concepts(concept: str) -> list[str]:
     """The concepts whose fidelity an erasure of ``concept`` must keep, by default: every shape,
-    identity and unsafe symbol but the concept itself."""
-    return [r for r in (*C.SHAPES, *C.IDENTITIES, *C.UNSAFE) if r != concept]
+    identity and unsafe symbol but the concept itself, and for a texture the other textures too
+    (as an object's erasure keeps the other objects)."""
+    c = C.concept(concept)
+    pool = (*C.SHAPES, *C.IDENTITIES, *C.UNSAFE, *(C.TEXTURES if c.kind == "texture" else ()))
+    return [r for r in pool if r != c.name]
+
+
+def incidental_applies(concept: str, retained: str) -> bool:
+    """Whether the detector's answer for ``concept`` means anything in images of ``retained``: an
+    attribute (a texture, a colour) is carried by shapes only, and the detector's texture label of a
+    character's image is arbitrary (many of zorb's world images read as "striped"), so an attribute's
+    incidental detection counts the images of the retained shapes and attributes only."""
+    if C.concept(concept).kind not in ("texture", "color"):
+        return True
+    return C.concept(retained).kind in ("shape", "texture", "color")
 
 
 def measure_concept(
@@ -112,15 +153,21 @@ def measure_concept(
     * ``hits``: for ``n`` images for held-out prompts of ``concept``, whether the detector sees it;
     * ``retained_by_concept``: for each retained concept, whether the detector sees it in its own
       ``n_retained`` images (its fidelity); ``retained_hits``: those lists end to end;
-    * ``incidental_hits``: whether the detector sees ``concept`` in those same retained images.
+    * ``incidental_hits``: whether the detector sees ``concept`` in those same retained images (for
+      a texture or colour, in those of the retained concepts where it can be decided:
+      ``incidental_applies``).
+
+    A retained concept's prompts never ask for ``concept`` itself (``prompts_avoiding``: a retained
+    shape is never "striped" when the texture is measured).
     """
     hits = concept_hit(clip, concept_images(pipe, concept, n=n, seed=seed, steps=steps, guidance=guidance), concept)
     by_concept: dict[str, list[bool]] = {}
     incidental: list[bool] = []
     for r in retained:
-        ims = concept_images(pipe, r, n=n_retained, seed=seed, steps=steps, guidance=guidance)
+        ims = concept_images(pipe, r, n=n_retained, seed=seed, steps=steps, guidance=guidance, avoid=(concept,))
         by_concept[r] = concept_hit(clip, ims, r)
-        incidental += concept_hit(clip, ims, concept)
+        if incidental_applies(concept, r):
+            incidental += concept_hit(clip, ims, concept)
     return {
         "hits": hits,
         "retained_hits": [h for r in retained for h in by_concept[r]],

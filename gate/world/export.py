@@ -27,6 +27,8 @@ from gate.world import data
 def required_sample(seed: int, index: int, require: str, exclude: frozenset[str]) -> data.Sample:
     rng = data._sample_rng(seed, index, stream=11)
     objs = [data.object_for_concept(require, rng)]
+    while objs[0].concepts & exclude:  # a required shape that shows an excluded texture: drawn again
+        objs = [data.object_for_concept(require, rng)]
     if rng.random() < data.P_TWO_OBJECTS:
         while True:
             other = data.random_object(rng)

@@ -19,10 +19,18 @@ def test_study_runs_resumes_and_reports(tmp_path, capsys):
     first = capsys.readouterr().out
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
     keys = [r["key"] for r in rows]
-    # original, unlearned, two fine-tuning steps, the control's two steps, the factor's two steps
-    assert len(keys) == 8 == len(set(keys))
+    # original, unlearned, two fine-tuning steps of seed 0 and the last of seed 1, the control's two
+    # steps (seed 0 only), the factor's two steps of seed 0 and the last of seed 1
+    assert len(keys) == 10 == len(set(keys))
     assert {"original|skull", "unlearned|uce|skull", "finetuned|uce|skull|main|2", "finetuned|uce|skull|main|4",
-            "control|skull|2", "control|skull|4", "finetuned|uce|skull|data-lumo|4"} <= set(keys)  # fmt: skip
+            "finetuned|uce|skull|main|4|s1", "control|skull|2", "control|skull|4", "finetuned|uce|skull|data-lumo|4",
+            "finetuned|uce|skull|data-lumo|4|s1"} <= set(keys)  # fmt: skip
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["finetuned|uce|skull|main|4|s1"]["seed"] == 1 and by_key["control|skull|4"]["seed"] == 0
+    s0, s1 = (work / "finetunes" / f"uce-skull-main-s{s}" for s in (0, 1))
+    assert (s0 / "checkpoint-2").is_dir() and not (s1 / "checkpoint-2").exists()  # seed 1: the final step only
+    lora = "pytorch_lora_weights.safetensors"
+    assert (s0 / lora).read_bytes() != (s1 / lora).read_bytes()  # two fine-tunes, not one measured twice
     orig = next(r for r in rows if r["key"] == "original|skull")
     assert len(orig["hits"]) == 4 and len(orig["retained_hits"]) == 2 and len(orig["incidental_hits"]) == 2
     with (out / "results.csv").open() as f:
@@ -31,11 +39,13 @@ def test_study_runs_resumes_and_reports(tmp_path, capsys):
     assert ft and all(r["R"] != "" and float(r["R_low"]) <= float(r["R"]) <= float(r["R_high"]) for r in ft)
     sim = [r for r in ft if r["factor"] == "similarity"]
     assert sim and "clip_distance" in sim[0]["level"]
+    assert sorted(r["seed"] for r in ft if r["factor"] == "") == ["0", "0", "1"]
     md = (out / "results.md").read_text()
-    assert "| skull | uce |" in md and "Control" in md
+    assert "| skull | uce |" in md and "Control (the same fine-tune with seed 0 only" in md
+    assert "Fine-tuning seeds 0, 1:" in md and "R across seeds" in md
     for png in ("curves.png", "heatmap.png", "factors.png"):
         assert (out / png).stat().st_size > 1000
-    assert first.count("fine-tune ") == 3
+    assert first.count("fine-tune ") == 5  # the cell's and the factor's for each seed, the control's once
 
     # a rerun measures nothing again
     assert main(["study", str(cfg), "--threads", "1"]) == 0

@@ -13,6 +13,12 @@ guarantee it), and measure along the fine-tuning steps:
 each with a 95% interval (Wilson for rates, a paired bootstrap over images for R). A control
 fine-tunes the original (never erased) model the same way, to tell resurgence from drift.
 
+``finetune_seeds`` fine-tunes every cell (and factor level) once per seed, so that R's spread
+across fine-tunes stands beside its interval within one (the median seed's); the first seed is
+measured at every saved checkpoint, the others at the final step, the control with the first
+seed only. An erasure that removed less than half of its concept is marked in the tables, and the
+concepts whose erasures mostly removed them are named as the headline rows.
+
 The ``factors`` section varies one thing at a time around a base cell (learning rate, steps,
 LoRA against full fine-tuning, LoRA targets, the fine-tuning data's similarity to the erased
 concept measured as a CLIP distance, the strength of the erasure).
@@ -23,7 +29,8 @@ interrupted study resumes where it stopped. ``gate study --report`` (and the end
 writes ``results.csv``, ``results.md`` and the figures from the rows.
 
 Modules: ``config`` (the study file), ``runner`` (``Study``: models, measurements, rows),
-``rows`` (``rows.jsonl``), ``tables`` (``results.csv``, ``results.md``), ``plots`` (figures).
+``rows`` (``rows.jsonl`` and its keys), ``summary`` (R across seeds, weak erasures), ``tables``
+(``results.csv``, ``results.md``), ``plots`` (figures).
 The measurement itself is the world's (``gate.world.evaluate.measure_concept``).
 """
 

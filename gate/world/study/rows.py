@@ -1,6 +1,12 @@
 """``rows.jsonl``: one JSON line per measurement, written as soon as it is made.
 
 Hit lists are stored as strings of ``0`` and ``1`` (one character per image, in seed order).
+
+Keys: ``original|<concept>``, ``unlearned|<method><tag>|<concept>``,
+``finetuned|<method><tag>|<concept>|<fine-tune>|<step>`` and ``control|<concept>|<step>``, where
+``<tag>`` is ``@<hash>`` for a ``strength`` factor level; a fine-tuned or control row of a
+fine-tuning seed other than the study's ``seed`` ends in ``|s<seed>`` (rows of the study's seed,
+and every row of the single-seed studies, end in the step).
 """
 
 from __future__ import annotations
@@ -27,6 +33,32 @@ def rate(b: str) -> float:
 
 def mean(xs: list[bool]) -> float:
     return sum(xs) / max(1, len(xs))
+
+
+def parse_key(key: str) -> dict[str, Any]:
+    """The parts of a row's key: ``stage``, ``tag`` (method and erasure tag), ``concept``,
+    ``finetune``, ``step`` and ``seed`` (None where the key does not say: the study's seed)."""
+    parts = key.split("|")
+    seed = None
+    if parts[0] in ("finetuned", "control") and parts[-1][:1] == "s" and parts[-1][1:].isdigit():
+        seed = int(parts.pop()[1:])
+    if parts[0] == "finetuned":
+        stage, tag, concept, finetune, step = parts
+        return {"stage": stage, "tag": tag, "concept": concept, "finetune": finetune, "step": int(step), "seed": seed}
+    if parts[0] == "control":
+        return {"stage": "control", "tag": "", "concept": parts[1], "finetune": "main", "step": int(parts[2]),
+                "seed": seed}  # fmt: skip
+    if parts[0] == "unlearned":
+        return {"stage": "unlearned", "tag": parts[1], "concept": parts[2], "finetune": "", "step": 0, "seed": None}
+    return {"stage": parts[0], "tag": "", "concept": parts[-1], "finetune": "", "step": 0, "seed": None}
+
+
+def seed_of(key: str, row: dict[str, Any]) -> int | None:
+    """The fine-tuning seed of a row: recorded in the row (rows made since seeds were studied), or
+    in its key; None for the rows of a single-seed study made before (the study's ``seed``)."""
+    if row.get("seed") is not None:
+        return int(row["seed"])
+    return parse_key(key)["seed"]
 
 
 def read_rows(path: Path) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gate.errors import BadInput
-from gate.world.study.config import EvalSpec, StudyConfig, retained_for
+from gate.world.study.config import EvalSpec, StudyConfig, retained_for, seed_suffix
 from gate.world.study.rows import append_row, bits, rate, read_rows
 from gate.world.study.tables import write_outputs
 
@@ -136,16 +136,35 @@ class Study:
             write_folder(folder, n=int(d["n"]), seed=int(d["seed"]), exclude=[concept], require=require)
         return folder
 
-    def finetuned(self, base: Path, data: Path, ft: dict[str, Any], name: str) -> tuple[Path, dict[str, Any]]:
+    def finetuned(
+        self, base: Path, data: Path, ft: dict[str, Any], name: str, seed: int
+    ) -> tuple[Path, dict[str, Any]]:
+        """The fine-tune ``name`` with ``seed``, in ``finetunes/<name>-s<seed>`` (made once). A
+        fine-tune made before the seed was in the folder name (``finetunes/<name>``) is reused
+        when it was made with that seed."""
         from gate.finetune import FinetuneConfig, finetune
 
-        folder = self.cfg.work / "finetunes" / name
+        folder = self.cfg.work / "finetunes" / f"{name}-s{seed}"
+        legacy = self.cfg.work / "finetunes" / name
+        if not folder.is_dir() and (legacy / "finetune.json").is_file():
+            made = json.loads((legacy / "finetune.json").read_text()).get("config", {}).get("seed")
+            if made == seed:
+                folder = legacy
         if (folder / "finetune.json").is_file():
             return folder, json.loads((folder / "finetune.json").read_text())
-        cfg = FinetuneConfig(**{**ft, "seed": self.cfg.seed})
-        self.log(f"fine-tune {name} ({cfg.mode}, {cfg.steps} steps, lr {cfg.lr:g})")
+        cfg = FinetuneConfig(**{**ft, "seed": seed})
+        self.log(f"fine-tune {folder.name} ({cfg.mode}, {cfg.steps} steps, lr {cfg.lr:g}, seed {seed})")
         rec = finetune(base, data, folder, cfg, compute=self.compute())
         return folder, rec
+
+    def seed_plan(self, ft: dict[str, Any]) -> list[tuple[int, dict[str, Any], list[int]]]:
+        """(seed, fine-tune settings, steps measured) for each fine-tuning seed: the first seed
+        saves and measures every ``save_steps`` checkpoint, the others only the final step."""
+        plan = []
+        for i, seed in enumerate(self.cfg.finetune_seeds):
+            ft_s = ft if i == 0 else {**ft, "save_steps": ()}
+            plan.append((seed, ft_s, sorted({*ft_s.get("save_steps", ()), int(ft["steps"])})))
+        return plan
 
     def candidate_pipe(self, base: Path, ft_folder: Path, mode: str, step: int | None):
         from gate.finetune import LORA_WEIGHTS
@@ -172,30 +191,32 @@ class Study:
         common = {"method": method, "factor": factor, "level": level}
         self._measured(ukey, base, concept, {**common, "stage": "unlearned", "step": 0})
         data = self.data_dir(concept, require)
-        steps = sorted({*ft.get("save_steps", ()), int(ft["steps"])})
         fkey = f"{method}{erase_tag}|{concept}|{ft_name}"
-        todo = [s for s in steps if f"finetuned|{fkey}|{s}" not in self.rows]
-        if not todo:
-            return
-        folder, rec = self.finetuned(base, data, ft, f"{method}{erase_tag}-{concept}-{ft_name}")
-        for s in steps:
-            pipe = self.candidate_pipe(base, folder, ft.get("mode", "lora"), None if s == int(ft["steps"]) else s)
-            self._measured(f"finetuned|{fkey}|{s}", pipe, concept,
-                           {**common, "stage": "finetuned", "finetune": ft_name, "step": s,
-                            "data": data.name, "ft_wall_s": rec.get("wall_time_s")})  # fmt: skip
+        for seed, ft_s, steps in self.seed_plan(ft):
+            keys = {s: f"finetuned|{fkey}|{s}{seed_suffix(self.cfg, seed)}" for s in steps}
+            if all(k in self.rows for k in keys.values()):
+                continue
+            folder, rec = self.finetuned(base, data, ft_s, f"{method}{erase_tag}-{concept}-{ft_name}", seed)
+            for s in steps:
+                pipe = self.candidate_pipe(base, folder, ft.get("mode", "lora"), None if s == int(ft["steps"]) else s)
+                extra = {**common, "stage": "finetuned", "finetune": ft_name, "step": s, "seed": seed,
+                         "data": data.name, "ft_folder": folder.name, "ft_wall_s": rec.get("wall_time_s")}  # fmt: skip
+                self._measured(keys[s], pipe, concept, extra)
 
     def control(self, concept: str, ft: dict[str, Any]) -> None:
+        """The same fine-tune of the original model, with the first fine-tuning seed only."""
         data = self.data_dir(concept)
-        steps = sorted({*ft.get("save_steps", ()), int(ft["steps"])})
-        if all(f"control|{concept}|{s}" in self.rows for s in steps):
+        seed, ft_s, steps = self.seed_plan(ft)[0]
+        keys = {s: f"control|{concept}|{s}{seed_suffix(self.cfg, seed)}" for s in steps}
+        if all(k in self.rows for k in keys.values()):
             return
-        folder, _ = self.finetuned(self.original(), data, ft, f"original-{concept}-main")
+        folder, _ = self.finetuned(self.original(), data, ft_s, f"original-{concept}-main", seed)
         for s in steps:
             pipe = self.candidate_pipe(
                 self.original(), folder, ft.get("mode", "lora"), None if s == int(ft["steps"]) else s
             )
-            self._measured(f"control|{concept}|{s}", pipe, concept,
-                           {"stage": "control", "method": "none", "finetune": "main", "step": s})  # fmt: skip
+            extra = {"stage": "control", "method": "none", "finetune": "main", "step": s, "seed": seed}
+            self._measured(keys[s], pipe, concept, extra)
 
     def world_stamp(self) -> dict[str, str]:
         """Content hashes of the world the study measures on: the original model and the detector."""
@@ -234,7 +255,8 @@ class Study:
     def run(self) -> None:
         c = self.cfg
         self.check_world()
-        self.log(f"study: {len(c.methods)} methods x {len(c.concepts)} concepts; rows so far: {len(self.rows)}")
+        self.log(f"study: {len(c.methods)} methods x {len(c.concepts)} concepts x {len(c.finetune_seeds)} fine-tuning "
+                 f"seeds; rows so far: {len(self.rows)}")  # fmt: skip
         # the first concept's cells, then the factors around it, then the other concepts method by
         # method: on a slow machine the most informative rows come first, and an interrupted run
         # leaves whole methods measured on every concept (a rerun resumes in this order)
