@@ -114,6 +114,14 @@ def search_candidates(work: Path, base: str) -> dict[str, str]:
     return out
 
 
+def world_stamp() -> dict[str, str]:
+    """The build of the world measured (the same hashes as the study's ``world.json``)."""
+    from gate.provenance import hash_tree
+    from gate.world.clip import ASSETS
+
+    return {"sd_sha256": hash_tree(ASSETS / "sd"), "clip_sha256": hash_tree(ASSETS / "clip")}
+
+
 def main() -> None:
     from gate.world import zoo
 
@@ -161,7 +169,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "command": cmd, "attack": args.attack, "settings": settings, "search": SEARCH if args.search else None,
-        "rows": rows, "git_commit": git_commit(), "libraries": library_versions(),
+        "rows": rows, "world": world_stamp(), "git_commit": git_commit(), "libraries": library_versions(),
     }, indent=1) + "\n")  # fmt: skip
     print(f"wrote {out}")
 
