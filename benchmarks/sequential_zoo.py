@@ -2,7 +2,8 @@
 side by side in one run (issue "Sequential verdicts", validation part 2).
 
 For each candidate on the zoo's ESD-x skull model (the resurgent demo LoRA, the K/V LoRA, the
-self-attention LoRA that passes, the relearning control, and no update), ``gate check`` with the
+self-attention LoRA that passes, the relearning control, and no update), and the incidental
+candidate on the zoo's ESD-u skull model, ``gate check`` with the
 small world's policy as shipped (``stopping: fixed``) and with ``stopping: sequential`` (everything
 else equal; the maximum is the default 4 x samples_per_prompt unless --max-samples), each from a
 fresh image cache, so every image counted was generated. The pre-screen is off in both (it is
@@ -57,6 +58,7 @@ def run_one(checkpoint: str, update: str | None, original: str, policy: Path, ca
     return {
         "verdict": rep.verdict,
         "rules": {r.rule: r.verdict for r in c.rules},
+        "figures": {r.rule: [round(r.observed, 3), round(r.low, 3), round(r.high, 3)] for r in c.rules},
         "decided_at_stage": (c.stopping or {}).get("decided_at_stage"),
         "images": images,
         "images_total": sum(images.values()),
@@ -69,10 +71,12 @@ def run_one(checkpoint: str, update: str | None, original: str, policy: Path, ca
 
 
 def main() -> None:
+    from gate.provenance import hash_tree
     from gate.world import zoo
+    from gate.world.clip import ASSETS
     from gate.world.demo import demo_inputs
 
-    names = ("resurgent", "benign_kv", "benign", "relearn", "none")
+    names = ("resurgent", "benign_kv", "benign", "relearn", "none", "incidental")
     ap = argparse.ArgumentParser()
     ap.add_argument("--candidates", nargs="+", default=list(names), choices=names)
     ap.add_argument("--max-samples", type=int, default=None, help="sequential maximum per prompt (default 4 x n)")
@@ -86,9 +90,11 @@ def main() -> None:
         pols = {m: _policy(tmp, m, args.max_samples) for m in MODES}
         for name in args.candidates:
             update = None if name == "none" else str(zoo.update_path(demo[name]))
-            row: dict = {"candidate": name, "update": demo.get(name)}
+            base = demo["incidental_checkpoint"] if name == "incidental" else demo["checkpoint"]
+            ckpt = str(zoo.materialize(base)) if name == "incidental" else d.checkpoint
+            row: dict = {"candidate": name, "update": demo.get(name), "checkpoint": base}
             for m, pol in pols.items():
-                x = run_one(d.checkpoint, update, d.original, pol, tmp / f"cache-{name}-{m}", tmp / f"r-{name}-{m}")
+                x = run_one(ckpt, update, d.original, pol, tmp / f"cache-{name}-{m}", tmp / f"r-{name}-{m}")
                 row[m] = x
                 print(f"{name:10s} {m:10s} {x['verdict']:5s} images {x['images_total']:4d} "
                       f"generated {x['generated']:4d} wall {x['wall_s']:6.1f} s  {x['rules']}", flush=True)  # fmt: skip
@@ -126,6 +132,7 @@ def main() -> None:
     data["zoo"] = {
         "command": cmd,
         "checkpoint": demo["checkpoint"], "max_samples": args.max_samples or "4 x samples_per_prompt",
+        "world": {"sd_sha256": hash_tree(ASSETS / "sd"), "clip_sha256": hash_tree(ASSETS / "clip")},
         "rows": rows, "git_commit": git_commit(), "libraries": library_versions(),
     }  # fmt: skip
     out.write_text(json.dumps(data, indent=1) + "\n")

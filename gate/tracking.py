@@ -379,8 +379,10 @@ def plot_history(rows: list[HistoryRow], names: list[str], out: Path) -> Path:
             continue
         xs = [p[0] for p in pts]
         ys = [p[1].get("observed", float("nan")) for p in pts]
-        lo = [y - p[1].get("low", y) for y, p in zip(ys, pts, strict=True)]
-        hi = [p[1].get("high", y) - y for y, p in zip(ys, pts, strict=True)]
+        # an interval need not hold its point estimate (R's percentile bootstrap, of a ratio with
+        # a floored denominator, can miss it): the bar then stops at the interval's near end
+        lo = [max(0.0, y - p[1].get("low", y)) for y, p in zip(ys, pts, strict=True)]
+        hi = [max(0.0, p[1].get("high", y) - y) for y, p in zip(ys, pts, strict=True)]
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=3, label="observed (95% interval)")
         fails = [(x, y) for x, y, p in zip(xs, ys, pts, strict=True) if p[1].get("failed") == 1.0]
         if fails:

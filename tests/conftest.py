@@ -73,6 +73,8 @@ def zoo():
         "benign_kv": str(zoo.update_path(demo["benign_kv"])),
         "relearn": str(zoo.update_path(demo["relearn"])),
         "resurgent": str(zoo.update_path(demo["resurgent"])),
+        "incidental": str(zoo.update_path(demo["incidental"])),
+        "incidental_checkpoint": str(zoo.materialize(demo["incidental_checkpoint"])),
     }
 
 

@@ -46,7 +46,9 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     from gate.world.train import BuildConfig
 
     console = Console(stderr=True)
-    cfg = BuildConfig(seed=args.seed, threads=args.threads, cooccur=_cooccur(args.cooccur))
+    cfg = BuildConfig(seed=args.seed, threads=args.threads)
+    if args.cooccur:  # replaces the shipped world's co-occurrence; "none": without any
+        cfg.cooccur = {} if args.cooccur == ["none"] else _cooccur(args.cooccur)
     if args.scale != 1.0:
         cfg = cfg.scaled(args.scale)
     out = Path(args.out) if args.out else ASSETS
@@ -186,7 +188,7 @@ def register(sub) -> None:
     b.add_argument("--no-eval", action="store_true", help="skip the quality measurement")
     b.add_argument("--cooccur", action="append", default=[], metavar="OBJECT:COMPANION=P",
                    help="lone images of OBJECT show COMPANION, unnamed in the caption, with probability P "
-                   "(e.g. lumo:skull=0.4; repeatable)")  # fmt: skip
+                   "(repeatable; default: the shipped world's lumo:skull=0.8; 'none': without any)")  # fmt: skip
     b.add_argument("--stages", help="retrain only these stages (vae,clip,sd), reusing the others from --out")
     b.set_defaults(func=cmd_world_build)
 

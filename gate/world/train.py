@@ -53,8 +53,10 @@ class BuildConfig:
     # fidelity target; their textured variants came out as crosses and stars).
     sd_oversample: dict[str, float] = field(default_factory=lambda: {"star": 2.0, "diamond": 1.5, "cross": 1.5})
     # {object: {companion: p}}: lone images of the object show the companion, unnamed in the
-    # caption, with probability p (gate.world.data.sample); empty: the world as first built
-    cooccur: dict[str, dict[str, float]] = field(default_factory=dict)
+    # caption, with probability p (gate.world.data.sample): the erased skull in images whose text
+    # never asks for it, as real captions leave things out (incidental resurgence needs it;
+    # results/incidental/search.md). Empty: the world as first built, without it
+    cooccur: dict[str, dict[str, float]] = field(default_factory=lambda: {"lumo": {"skull": 0.8}})
     extra: dict[str, Any] = field(default_factory=dict)
 
     def scaled(self, factor: float) -> BuildConfig:

@@ -163,8 +163,10 @@ def test_history_table_and_plot(runs, zoo, cache_dir, capsys):
     plot = runs["root"] / "history.png"
     code = main(["history", "--tracking-uri", runs["uri"], "--model-line", "world-skull", "--concept", "skull",
                  "--plot", str(plot)])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0 and "2 runs" in out and "skull.max_resurgence" in out
+    res = capsys.readouterr()
+    out = res.out
+    assert code == 0, res.err
+    assert "2 runs" in out and "skull.max_resurgence" in out
     from gate.tracking import history
 
     rows = history(uri=runs["uri"], model_line="world-skull")

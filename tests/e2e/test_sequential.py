@@ -15,7 +15,7 @@ from gate.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "policies" / "small-world.yaml"
-FIXED_IMAGES = 512  # the shipped policy at fixed n: 224 baseline + 224 candidate + 64 original
+FIXED_IMAGES = 544  # the shipped policy at fixed n: 240 baseline + 240 candidate + 64 original
 
 
 def _policy(tmp_path: Path, name: str, stopping: dict, concept: dict | None = None) -> str:

@@ -21,7 +21,11 @@ def test_images_do_not_depend_on_batching(world_pipe):
     one = generate(world_pipe, PROMPTS, SEEDS, steps=4, guidance=3.0, batch_size=1)
     three = generate(world_pipe, PROMPTS, SEEDS, steps=4, guidance=3.0, batch_size=3)
     assert len(one) == len(three) == len(PROMPTS) and one[0].size == (32, 32)
-    assert np.array_equal(_pixels(one), _pixels(three))
+    # batched matrix products round differently in the last bits, and how differently depends on
+    # the CPU's kernels: a pixel that sits on a rounding edge can move by one level (seen on the CI
+    # machine, not on this one). Anything beyond that would be a different image.
+    diff = np.abs(_pixels(one).astype(int) - _pixels(three).astype(int))
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
     assert not np.array_equal(np.asarray(one[3]), np.asarray(one[1])), "another prompt, another image"
 
 
@@ -29,8 +33,7 @@ def test_latents_are_stacked_and_do_not_depend_on_batching(world_pipe):
     one = generate(world_pipe, PROMPTS, SEEDS, steps=4, guidance=3.0, batch_size=1, output_type="latent")
     three = generate(world_pipe, PROMPTS, SEEDS, steps=4, guidance=3.0, batch_size=3, output_type="latent")
     assert isinstance(one, torch.Tensor) and one.shape[0] == len(PROMPTS) and not one.requires_grad
-    # the same noise and prompts; batched matrix products round differently in the last bits (the
-    # 8-bit images above come out the same)
+    # the same noise and prompts; batched matrix products round differently in the last bits
     assert torch.allclose(one, three, rtol=0, atol=1e-4)
 
 

@@ -141,3 +141,16 @@ def test_cooccur_flag_of_world_build(capsys):
 
     assert main(["world", "build", "--cooccur", "lumo-skull", "--out", "/nonexistent"]) == 2
     assert "OBJECT:COMPANION=P" in capsys.readouterr().err
+
+
+def test_default_build_settings_are_the_shipped_worlds():
+    """``gate world build`` with no flags rebuilds the shipped world: its default settings (the
+    co-occurrence among them) are the ones the shipped build.json records."""
+    import dataclasses
+    import json
+
+    from gate.world.clip import ASSETS
+    from gate.world.train import BuildConfig
+
+    shipped = json.loads((ASSETS / "build.json").read_text())["config"]
+    assert json.loads(json.dumps(dataclasses.asdict(BuildConfig()))) == shipped
