@@ -103,10 +103,15 @@ def search_candidates(work: Path, base: str) -> dict[str, str]:
     data = work / "data-no-skull-1000-77"
     if not (data / "metadata.jsonl").is_file():
         write_folder(data, n=1000, seed=77, exclude=["skull"])
+    from gate.provenance import hash_tree
+
+    base_sha = hash_tree(Path(base), skip=("erase.json", "finetune.json"))
     out = {}
     for name, ft in SEARCH.items():
         folder = work / name
-        if not (folder / "finetune.json").is_file():
+        rec = folder / "finetune.json"
+        kept = rec.is_file() and json.loads(rec.read_text())["inputs"].get("checkpoint_sha256") == base_sha
+        if not kept:  # none yet, or trained from another build of the base model
             print(f"fine-tune {name}", flush=True)
             cfg = FinetuneConfig(**{"batch_size": 16, "lora_targets": ("to_q", "to_k", "to_v", "to_out.0"), **ft})
             finetune(Path(base), data, folder, cfg)

@@ -88,9 +88,12 @@ class MACE(Method):
         # projections and 20-token prompts give much smaller attention-loss gradients; the prior
         # terms weighted 1e6 instead of 2e5 (at 2e5 retained fidelity fell 0.91 -> 0.74 with
         # the skull erased; at 1e6 it kept 0.89 with the skull still at 0.00, n = 24 / 6).
+        # 120 LoRA steps since the world was rebuilt with the skull beside lumo: at 50 the
+        # skull stayed at 0.54 (n = 24); 100 -> 0.38, 120 -> 0.17 with retained 0.91 -> 0.82,
+        # 150 -> 0.00 with 0.78, 200 -> 0.00 with 0.69 (n = 24 / 6).
         return {
             "original": MACEConfig(),
-            "small-world": MACEConfig(lora_lr=1e-3, lora_steps=50, batch_size=4, preserve_weight=1e6),
+            "small-world": MACEConfig(lora_lr=1e-3, lora_steps=120, batch_size=4, preserve_weight=1e6),
         }
 
     # -- step 1 ------------------------------------------------------------------------
