@@ -24,22 +24,21 @@ import numpy as np
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    def ranks(v):
-        a = np.asarray(v, dtype=float)
-        order = a.argsort()
-        r = np.empty(len(a))
-        r[order] = np.arange(len(a))
-        for val in np.unique(a):  # average ranks of ties
-            idx = a == val
-            r[idx] = r[idx].mean()
-        return r
+    """Spearman's rank correlation (scipy.stats; ties get average ranks)."""
+    from scipy.stats import spearmanr
 
-    rx, ry = ranks(x), ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(spearmanr(x, y).statistic)
 
 
 SCORES = ("eps_undo", "guidance_undo", "kv_undo", "weight_undo")
 MAX_R = 0.30  # the policies' max_resurgence
+
+
+def model_folder(work: Path, tag: str, concept: str) -> Path:
+    """The unlearned model of a row's tag, named as the study names it."""
+    from gate.world.study.rows import model_name
+
+    return work / "models" / model_name(tag, concept)
 
 
 def well_defined(r: dict) -> bool:
@@ -114,7 +113,7 @@ def main() -> None:
             continue
         k = parse_key(key)
         tag, concept, ft_name, step = k["tag"], k["concept"], k["finetune"], k["step"]
-        base = cfg.work / "models" / f"{tag}-{concept}"
+        base = model_folder(cfg.work, tag, concept)
         # the fine-tune's folder is in its row since fine-tuning seeds were studied; before, by name
         folder = cfg.work / "finetunes" / study.rows[key].get("ft_folder", f"{tag}-{concept}-{ft_name}")
         final = json.loads((folder / "finetune.json").read_text()) if (folder / "finetune.json").is_file() else None
@@ -178,7 +177,7 @@ def main() -> None:
             continue
         require = ft_name.removeprefix("data-") if ft_name.startswith("data-") else None
         folder = study.data_dir(concept, require)
-        d = data_overlap(str(cfg.work / "models" / f"{tag}-{concept}"), folder, list(C.concept(concept).synonyms))
+        d = data_overlap(str(model_folder(cfg.work, tag, concept)), folder, list(C.concept(concept).synonyms))
         data_rows.append({"data": folder.name, "R": r["R"], **d})
         print(f"data {folder.name:<40} R {r['R']:6.2f}  data_overlap {d['data_overlap']:.3f}")
     if len(data_rows) > 2:

@@ -63,3 +63,21 @@ def test_the_package_is_cheap_to_import():
 
     code = "import sys, gate.world.study; assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_model_name_of_a_rows_tag_is_the_folder_the_runner_erases_into(tmp_path, monkeypatch):
+    """The pre-screen validation reads unlearned models by a row's tag; a strength level's tag
+    (``esd-x@<hash>``) must give the folder the runner writes (``esd-x-skull@<hash>``)."""
+    from gate.world.study import load_config
+    from gate.world.study.rows import model_name
+    from gate.world.study.runner import Study
+
+    assert model_name("esd-x", "skull") == "esd-x-skull"
+    assert model_name("esd-x@7c9fdfa5", "skull") == "esd-x-skull@7c9fdfa5"
+    monkeypatch.chdir(REPO)
+    cfg = dataclasses.replace(load_config("studies/small-world.yaml"), out=tmp_path / "out", work=tmp_path / "work")
+    # the unit tier loads no model: the erasure itself is replaced by making its output folder
+    # (erasing is tested in tests/integration); what is checked is where the runner puts it
+    monkeypatch.setattr("gate.unlearn.base.erase", lambda orig, tmp, *a, **k: tmp.mkdir(parents=True))
+    folder = Study(cfg, log=lambda m: None).unlearned("esd-x", "skull", {"iterations": 25}, "@7c9fdfa5")
+    assert folder == tmp_path / "work" / "models" / model_name("esd-x@7c9fdfa5", "skull") and folder.is_dir()

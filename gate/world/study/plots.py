@@ -64,11 +64,14 @@ def plots(cfg: StudyConfig, recs: list[dict[str, Any]]) -> None:
         im = ax.imshow(grid, cmap="Reds", vmin=0, vmax=1)
         ax.set_xticks(range(len(concepts)), concepts)
         ax.set_yticks(range(len(methods)), methods)
+        weak = {(r["tag"], r["concept"]) for r in recs if r["stage"] == "unlearned" and r.get("weak_erasure")}
         for i in range(len(methods)):
             for j in range(len(concepts)):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
-        ax.set_title("R after benign fine-tuning")
+                    mark = "*" if (methods[i], concepts[j]) in weak else ""
+                    ax.text(j, i, f"{grid[i, j]:.2f}{mark}", ha="center", va="center", fontsize=8,
+                            color="grey" if mark else "black")  # fmt: skip
+        ax.set_title("R after benign fine-tuning" + ("\n(* the erasure removed less than half)" if weak else ""))
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         fig.savefig(cfg.out / "heatmap.png", dpi=100)

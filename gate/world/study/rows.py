@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import Any
 
 
+def model_name(tag: str, concept: str) -> str:
+    """The work folder's name for the unlearned model of a row's ``<method><tag>`` and concept:
+    ``esd-x`` -> ``esd-x-skull``; a strength level's ``esd-x@<hash>`` -> ``esd-x-skull@<hash>``."""
+    method, at, level = tag.partition("@")
+    return f"{method}-{concept}{at}{level}"
+
+
 def bits(xs: list[bool]) -> str:
     return "".join("1" if x else "0" for x in xs)
 

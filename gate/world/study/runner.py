@@ -13,7 +13,7 @@ from typing import Any
 
 from gate.errors import BadInput
 from gate.world.study.config import EvalSpec, StudyConfig, retained_for, seed_suffix
-from gate.world.study.rows import append_row, bits, rate, read_rows
+from gate.world.study.rows import append_row, bits, model_name, rate, read_rows
 from gate.world.study.tables import write_outputs
 
 
@@ -83,7 +83,7 @@ class Study:
         from gate.unlearn.base import EraseRequest, erase
         from gate.world import concepts as C
 
-        folder = self.cfg.work / "models" / f"{method}-{concept}{tag}"
+        folder = self.cfg.work / "models" / model_name(method + tag, concept)
         if (folder / "erase.json").is_file():
             self._check_same_config(folder, method, concept, tag, overrides)
             return folder
