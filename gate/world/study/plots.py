@@ -56,21 +56,24 @@ def plots(cfg: StudyConfig, recs: list[dict[str, Any]]) -> None:
         plt.close(fig)
         methods = sorted({r["method"] for r in main if r["stage"] == "finetuned"})
         grid = np.full((len(methods), len(concepts)), np.nan)
+        weak: set[tuple[int, int]] = set()  # cells whose erasure removed less than half of the concept
         for (concept, _, _, factor, _), group in final_steps(recs).items():
             med = seed_summary(group, cfg.seed)["median"]
             if not factor and med.get("R") is not None and med["method"] in methods and concept in concepts:
-                grid[methods.index(med["method"]), concepts.index(concept)] = med["R"]
+                cell = methods.index(med["method"]), concepts.index(concept)
+                grid[cell] = med["R"]
+                if med.get("weak_erasure"):
+                    weak.add(cell)
         fig, ax = plt.subplots(figsize=(1.6 * len(concepts) + 2, 0.5 * len(methods) + 1.5))
-        im = ax.imshow(grid, cmap="Reds", vmin=0, vmax=1)
+        im = ax.imshow(grid, cmap="Reds", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(concepts)), concepts)
         ax.set_yticks(range(len(methods)), methods)
-        weak = {(r["tag"], r["concept"]) for r in recs if r["stage"] == "unlearned" and r.get("weak_erasure")}
         for i in range(len(methods)):
             for j in range(len(concepts)):
                 if not np.isnan(grid[i, j]):
-                    mark = "*" if (methods[i], concepts[j]) in weak else ""
+                    mark = "*" if (i, j) in weak else ""
                     ax.text(j, i, f"{grid[i, j]:.2f}{mark}", ha="center", va="center", fontsize=8,
-                            color="grey" if mark else "black")  # fmt: skip
+                            color="grey" if mark else "white" if grid[i, j] > 0.7 else "black")  # fmt: skip
         ax.set_title("R after benign fine-tuning" + ("\n(* the erasure removed less than half)" if weak else ""))
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
