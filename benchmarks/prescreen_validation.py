@@ -42,9 +42,12 @@ def model_folder(work: Path, tag: str, concept: str) -> Path:
 
 
 def well_defined(r: dict) -> bool:
-    """R = (A_ft - A_unl) / (A_orig - A_unl) means something when the erasure worked: it removed at
-    least half of the concept and left retained fidelity at 0.5 or more."""
-    return r["gap"] >= 0.5 and r["retained_unlearned"] >= 0.5
+    """R = (A_ft - A_unl) / (A_orig - A_unl) means something when the erasure worked: it was not a
+    weak erasure in the study's sense (it removed at least half of the concept, ``weak_erasure``) and
+    left retained fidelity at 0.5 or more."""
+    from gate.world.study.summary import weak_erasure
+
+    return not weak_erasure(r["a_orig"], r["a_orig"] - r["gap"]) and r["retained_unlearned"] >= 0.5
 
 
 def early_fail(rows: list[dict], score: str, max_r: float) -> dict:
@@ -123,6 +126,7 @@ def main() -> None:
         update = where / LORA_WEIGHTS if final["mode"] == "lora" else where
         unl = recs[f"unlearned|{tag}|{concept}"]
         triples.append({"key": key, "checkpoint": str(base), "update": str(update), "concept": concept, "R": r["R"],
+                        "a_orig": recs[f"original|{concept}"]["detection"],
                         "gap": recs[f"original|{concept}"]["detection"] - unl["detection"],
                         "retained_unlearned": unl["retained"]})  # fmt: skip
     for name, e in zoo.entries().items():
@@ -130,6 +134,7 @@ def main() -> None:
             triples.append(
                 {"key": f"zoo|{name}", "checkpoint": str(zoo.materialize(e["base"])),
                  "update": str(zoo.update_path(name)), "concept": e["concept"], "R": e["measured"]["R"],
+                 "a_orig": e["measured"]["original"]["detection"],
                  "gap": e["measured"]["original"]["detection"] - e["measured"]["unlearned"]["detection"],
                  "retained_unlearned": e["measured"]["unlearned"]["retained_fidelity"]}
             )  # fmt: skip
